@@ -1,0 +1,26 @@
+//! The one home of sizes used on both sides of the boundary.
+
+/// Largest payload prefix copied from one syscall's buffer into a [`crate::DataEventHeader`] record.
+///
+/// # Units
+/// Bytes. Longer payloads are still accounted by length (`len`), so the userspace stream keeps its
+/// framing: the uncaptured tail becomes a hole of known size. Must be a power of two (the eBPF code
+/// masks offsets with `MAX_CAPTURE_BYTES - 1` to satisfy the verifier).
+pub const MAX_CAPTURE_BYTES: usize = 4096;
+
+/// Maximum number of `iovec` entries copied for `readv`/`writev`/`sendmsg`/`recvmsg`.
+pub const MAX_IOVECS: usize = 4;
+
+/// Default size of the `EVENTS` ring buffer. Userspace may resize it at load time.
+///
+/// # Units
+/// Bytes; a power of two and a multiple of the page size, as `BPF_MAP_TYPE_RINGBUF` requires.
+pub const DEFAULT_RING_BUF_BYTES: u32 = 16 << 20;
+
+/// Capacity of the in-flight syscall table (one entry per thread inside a hooked syscall).
+pub const MAX_INFLIGHT_SYSCALLS: u32 = 16384;
+
+/// Capacity of the per-socket sequence table (LRU; one entry per TCP socket seen moving bytes).
+pub const MAX_SOCKETS: u32 = 65536;
+
+const _: () = assert!(MAX_CAPTURE_BYTES.is_power_of_two());

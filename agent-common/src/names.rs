@@ -1,0 +1,19 @@
+//! Map and program names as they appear in the eBPF ELF object. A rename here is an interface change.
+
+/// Ring buffer carrying [`crate::DataEventHeader`] and [`crate::ConnEvent`] records to userspace.
+pub const MAP_EVENTS: &str = "EVENTS";
+/// Per-CPU array of `u64` counters indexed by [`crate::stats::Stat`].
+pub const MAP_STATS: &str = "STATS";
+/// In-flight syscall arguments keyed by `pid_tgid`.
+pub const MAP_INFLIGHT: &str = "INFLIGHT";
+/// Per-socket byte sequence numbers keyed by `sk`.
+pub const MAP_SOCK_SEQ: &str = "SOCK_SEQ";
+/// Per-CPU scratch space where a data record is assembled before it is copied to the ring buffer.
+pub const MAP_SCRATCH: &str = "SCRATCH";
+
+/// Global: the agent's own `tgid`, whose traffic is never captured.
+pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
+/// Global: field offsets of the `sock:*` tracepoints, read from tracefs at load time.
+pub const GLOBAL_TP_LAYOUT: &str = "TP_LAYOUT";
+/// Global: payload bytes to capture per syscall (`<= MAX_CAPTURE_BYTES`).
+pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";

@@ -1,0 +1,80 @@
+//! TCP connection lifecycle from `sock:inet_sock_set_state` (since 4.16).
+//!
+//! Emits a [`ConnEvent`] when a socket becomes `ESTABLISHED` (from `SYN_SENT`: the process
+//! connected, a client; from `SYN_RECV`: it was accepted, a server) and when it reaches `CLOSE`.
+//! Other transitions are not sent. Field offsets come from tracefs via `TP_LAYOUT`.
+
+use agent_common::{
+    ConnEvent, EventKind,
+    event::{AF_INET, AF_INET6, IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT},
+    stats::Stat,
+};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+
+use crate::{
+    helpers::{count, current_ids},
+    maps::{EVENTS, SOCK_SEQ, tp_layout},
+};
+
+/// `sock:inet_sock_set_state`.
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let l = tp_layout();
+    // SAFETY: offsets come from this kernel's tracefs format file.
+    let (protocol, family, oldstate, newstate) = unsafe {
+        (
+            ctx.read_at::<u16>(l.state_protocol as usize).unwrap_or(0),
+            ctx.read_at::<u16>(l.state_family as usize).unwrap_or(0),
+            ctx.read_at::<i32>(l.state_oldstate as usize).unwrap_or(0) as u32,
+            ctx.read_at::<i32>(l.state_newstate as usize).unwrap_or(0) as u32,
+        )
+    };
+    if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
+        return 0;
+    }
+    let opened = newstate == TCP_ESTABLISHED && (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV);
+    let closed = newstate == TCP_CLOSE;
+    if !opened && !closed {
+        return 0;
+    }
+    // SAFETY: as above.
+    let sk = unsafe { ctx.read_at::<u64>(l.state_skaddr as usize) }.unwrap_or(0);
+    if closed {
+        let _ = SOCK_SEQ.remove(&sk);
+    }
+    let Some(mut slot) = EVENTS.reserve::<ConnEvent>(0) else {
+        count(Stat::RingbufFull, 1);
+        return 0;
+    };
+    let (_, tgid, _) = current_ids();
+    let mut ev = ConnEvent {
+        kind: EventKind::Conn as u32,
+        family,
+        _pad0: 0,
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        sk,
+        oldstate,
+        newstate,
+        // SAFETY: as above.
+        sport: unsafe { ctx.read_at::<u16>(l.state_sport as usize) }.unwrap_or(0),
+        dport: unsafe { ctx.read_at::<u16>(l.state_dport as usize) }.unwrap_or(0),
+        tgid,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    // SAFETY: as above.
+    unsafe {
+        if family == AF_INET {
+            ev.saddr[..4].copy_from_slice(&ctx.read_at::<[u8; 4]>(l.state_saddr as usize).unwrap_or([0; 4]));
+            ev.daddr[..4].copy_from_slice(&ctx.read_at::<[u8; 4]>(l.state_daddr as usize).unwrap_or([0; 4]));
+        } else {
+            ev.saddr = ctx.read_at::<[u8; 16]>(l.state_saddr_v6 as usize).unwrap_or([0; 16]);
+            ev.daddr = ctx.read_at::<[u8; 16]>(l.state_daddr_v6 as usize).unwrap_or([0; 16]);
+        }
+    }
+    slot.write(ev);
+    slot.submit(0);
+    count(Stat::ConnEvents, 1);
+    0
+}

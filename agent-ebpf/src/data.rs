@@ -1,0 +1,315 @@
+//! Payload capture from the read/write syscall family on TCP sockets, without kprobes.
+//!
+//! ```text
+//! sys_enter_<call>(fd, buf|iov, ...)      save args in INFLIGHT[pid_tgid]
+//!   sock:sock_{send,recv}_length(sk,...)  fired inside the call on the same thread for sockets:
+//!                                         if IPv4/IPv6 TCP, remember `sk`
+//! sys_exit_<call>(ret)                    if `sk` known and ret > 0: copy up to CAPTURE_BYTES of the
+//!                                         user buffer, emit a DataEventHeader + payload
+//! ```
+//! Kernel prototypes (checked on 6.18): `sock_send_length`/`sock_recv_length` (since 6.3) fire in
+//! `sock_sendmsg_nosec`/`sock_recvmsg_nosec`, which every hooked syscall reaches for a socket.
+//! Other fds (files, pipes) never get an `sk`, so they are dropped at exit without a record.
+//! Why tracepoints: this path needs neither kprobes nor BTF trampolines, so it loads everywhere
+//! from 6.3; the kprobe/fentry variants (issue 5) will feed the same records.
+
+use agent_common::{
+    DataEventHeader, Direction, EventKind, SyscallSource,
+    event::{AF_INET, AF_INET6, DATA_HEADER_BYTES, IPPROTO_TCP, MSG_PEEK},
+    limits::{MAX_CAPTURE_BYTES, MAX_IOVECS},
+    stats::Stat,
+};
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+
+use crate::{
+    helpers::{count, current_ids},
+    maps::{EVENTS, INFLIGHT, Inflight, SCRATCH, SOCK_SEQ, capture_bytes, self_tgid, tp_layout},
+};
+
+/// Offset of the first syscall argument in a `syscalls:sys_enter_*` record
+/// (after the 8-byte common header and the `__syscall_nr` slot).
+const SYSCALL_ARG0: usize = 16;
+/// Offset of `ret` in a `syscalls:sys_exit_*` record.
+const SYSCALL_RET: usize = 16;
+
+/// User ABI `struct iovec`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Iovec {
+    base: u64,
+    len: u64,
+}
+
+/// User ABI `struct user_msghdr` prefix (`include/uapi/linux/socket.h`), up to `msg_iovlen`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MsgHdr {
+    name: u64,
+    namelen: u64,
+    iov: u64,
+    iovlen: u64,
+}
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, i: usize) -> u64 {
+    // SAFETY: syscall tracepoint records hold 6 u64 argument slots after the header.
+    unsafe { ctx.read_at::<u64>(SYSCALL_ARG0 + 8 * i) }.unwrap_or(0)
+}
+
+/// Saves the arguments of a syscall at entry. `buf_is_msghdr`: `arg1` is a `struct user_msghdr *`.
+#[inline(always)]
+fn enter(ctx: &TracePointContext, source: SyscallSource, iov_arg: Option<usize>, buf_is_msghdr: bool) {
+    let (pid_tgid, tgid, _) = current_ids();
+    if tgid == self_tgid() {
+        return;
+    }
+    let fd = arg(ctx, 0) as i32;
+    let mut buf = arg(ctx, 1);
+    let mut iovcnt = match iov_arg {
+        Some(i) => arg(ctx, i),
+        None => 0,
+    };
+    if buf_is_msghdr {
+        // SAFETY: reading user memory through a helper that tolerates bad pointers.
+        match unsafe { bpf_probe_read_user(buf as *const MsgHdr) } {
+            Ok(m) => {
+                buf = m.iov;
+                iovcnt = m.iovlen;
+            }
+            Err(_) => {
+                buf = 0;
+                iovcnt = 0;
+            }
+        }
+    }
+    if matches!(source, SyscallSource::Sendfile) {
+        buf = 0;
+    }
+    let entry = Inflight {
+        source: source as u32,
+        fd,
+        buf,
+        iovcnt,
+        ts_enter_ns: unsafe { bpf_ktime_get_ns() },
+        sk: 0,
+    };
+    if INFLIGHT.insert(&pid_tgid, &entry, 0).is_err() {
+        count(Stat::InflightFull, 1);
+    }
+}
+
+/// Marks the in-flight syscall of this thread as being on TCP socket `sk`.
+#[inline(always)]
+fn mark_socket(ctx: &TracePointContext, dir: Direction) {
+    let (pid_tgid, _, _) = current_ids();
+    let Some(entry) = INFLIGHT.get_ptr_mut(&pid_tgid) else {
+        return;
+    };
+    let l = tp_layout();
+    // SAFETY: offsets come from this kernel's tracefs format file.
+    let (sk, family, protocol, flags) = unsafe {
+        (
+            ctx.read_at::<u64>(l.len_sk as usize).unwrap_or(0),
+            ctx.read_at::<u16>(l.len_family as usize).unwrap_or(0),
+            ctx.read_at::<u16>(l.len_protocol as usize).unwrap_or(0),
+            ctx.read_at::<i32>(l.len_flags as usize).unwrap_or(0),
+        )
+    };
+    if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
+        return;
+    }
+    if dir == Direction::Ingress && flags & MSG_PEEK != 0 {
+        return; // peeked bytes are read again by a later call
+    }
+    // SAFETY: pointer from a successful lookup, valid for this program run.
+    let entry = unsafe { &mut *entry };
+    let Ok(source) = SyscallSource::try_from(entry.source) else {
+        return;
+    };
+    if source.direction() == dir {
+        entry.sk = sk;
+    }
+}
+
+/// Copies up to `n` user bytes from `src` into the scratch payload at `off`.
+/// Returns the bytes copied (0 on a failed read, counted).
+#[inline(always)]
+fn copy_user(scratch: *mut u8, off: usize, src: u64, n: usize) -> usize {
+    // Masks make both bounds explicit for the verifier: off < MAX, n <= MAX, and the scratch area
+    // holds header + 2 * MAX.
+    let off = off & (MAX_CAPTURE_BYTES - 1);
+    let n = if n > MAX_CAPTURE_BYTES { MAX_CAPTURE_BYTES } else { n };
+    // SAFETY: dst lies within the per-CPU scratch value (see SCRATCH_BYTES); the helper checks src.
+    let ret = unsafe {
+        read_user_raw(
+            scratch.add(DATA_HEADER_BYTES + off).cast(),
+            n as u32,
+            src as *const core::ffi::c_void,
+        )
+    };
+    if ret == 0 {
+        n
+    } else {
+        count(Stat::ReadUserFailed, 1);
+        0
+    }
+}
+
+/// Emits the record for a finished syscall.
+#[inline(always)]
+fn exit(ctx: &TracePointContext) {
+    let (pid_tgid, tgid, tid) = current_ids();
+    let Some(entry) = INFLIGHT.get_ptr(&pid_tgid) else {
+        return;
+    };
+    // SAFETY: pointer from a successful lookup; copied out before the entry is removed.
+    let entry = unsafe { *entry };
+    let _ = INFLIGHT.remove(&pid_tgid);
+    if entry.sk == 0 {
+        return;
+    }
+    // SAFETY: `ret` is at a fixed offset of every sys_exit record.
+    let ret = unsafe { ctx.read_at::<i64>(SYSCALL_RET) }.unwrap_or(-1);
+    if ret <= 0 {
+        return;
+    }
+    let Ok(source) = SyscallSource::try_from(entry.source) else {
+        return;
+    };
+    let dir = source.direction();
+    let len = ret as u64;
+
+    // Sequence number: byte offset of this payload in the socket's direction.
+    let idx = dir as usize & 1;
+    let seq = match SOCK_SEQ.get_ptr_mut(&entry.sk) {
+        Some(s) => {
+            // SAFETY: valid map value pointer; idx < 2.
+            let s = unsafe { &mut *s };
+            let seq = s[idx];
+            s[idx] = seq.wrapping_add(len);
+            seq
+        }
+        None => {
+            let mut init = [0u64; 2];
+            init[idx] = len;
+            let _ = SOCK_SEQ.insert(&entry.sk, &init, 0);
+            0
+        }
+    };
+
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let scratch = scratch.cast::<u8>();
+    let limit = capture_bytes() as u64;
+    let mut want = if len < limit { len } else { limit } as usize;
+    if want > MAX_CAPTURE_BYTES {
+        want = MAX_CAPTURE_BYTES;
+    }
+    let mut captured = 0usize;
+    if entry.buf != 0 && want > 0 {
+        if entry.iovcnt == 0 {
+            captured = copy_user(scratch, 0, entry.buf, want);
+        } else {
+            for i in 0..MAX_IOVECS {
+                if i as u64 >= entry.iovcnt || captured >= want {
+                    break;
+                }
+                // SAFETY: helper-checked user read of one iovec.
+                let Ok(iov) = (unsafe { bpf_probe_read_user((entry.buf as *const Iovec).add(i)) })
+                else {
+                    count(Stat::ReadUserFailed, 1);
+                    break;
+                };
+                let room = want - captured;
+                let n = if (iov.len as usize) < room { iov.len as usize } else { room };
+                let got = copy_user(scratch, captured, iov.base, n);
+                if got != n {
+                    break;
+                }
+                captured += got;
+            }
+        }
+    }
+    let captured = captured & (2 * MAX_CAPTURE_BYTES - 1);
+
+    let header = DataEventHeader {
+        kind: EventKind::Data as u32,
+        direction: dir as u32,
+        ts_enter_ns: entry.ts_enter_ns,
+        // SAFETY: helper without preconditions.
+        ts_exit_ns: unsafe { bpf_ktime_get_ns() },
+        sk: entry.sk,
+        seq,
+        len,
+        tgid,
+        tid,
+        fd: entry.fd,
+        captured: captured as u32,
+        source: entry.source,
+        _pad: 0,
+    };
+    // SAFETY: the scratch value is larger than the header; unaligned write to a byte buffer.
+    unsafe { scratch.cast::<DataEventHeader>().write_unaligned(header) };
+    let size = DATA_HEADER_BYTES + captured;
+    // SAFETY: `size` <= DATA_HEADER_BYTES + 2 * MAX_CAPTURE_BYTES - 1 < SCRATCH_BYTES.
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_ringbuf_output(
+            core::ptr::addr_of!(EVENTS).cast_mut().cast(),
+            scratch.cast(),
+            size as u64,
+            0,
+        )
+    };
+    if ret == 0 {
+        count(Stat::DataEvents, 1);
+        count(Stat::BytesCaptured, captured as u64);
+        count(Stat::BytesTruncated, len - captured as u64);
+    } else {
+        count(Stat::RingbufFull, 1);
+    }
+}
+
+macro_rules! syscall_pair {
+    ($enter:ident, $exit:ident, $source:expr, $iov_arg:expr, $msghdr:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            enter(&ctx, $source, $iov_arg, $msghdr);
+            0
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            exit(&ctx);
+            0
+        }
+    };
+}
+
+syscall_pair!(sys_enter_read, sys_exit_read, SyscallSource::Read, None, false);
+syscall_pair!(sys_enter_write, sys_exit_write, SyscallSource::Write, None, false);
+syscall_pair!(sys_enter_readv, sys_exit_readv, SyscallSource::Readv, Some(2), false);
+syscall_pair!(sys_enter_writev, sys_exit_writev, SyscallSource::Writev, Some(2), false);
+syscall_pair!(sys_enter_recvfrom, sys_exit_recvfrom, SyscallSource::Recvfrom, None, false);
+syscall_pair!(sys_enter_sendto, sys_exit_sendto, SyscallSource::Sendto, None, false);
+syscall_pair!(sys_enter_recvmsg, sys_exit_recvmsg, SyscallSource::Recvmsg, None, true);
+syscall_pair!(sys_enter_sendmsg, sys_exit_sendmsg, SyscallSource::Sendmsg, None, true);
+syscall_pair!(sys_enter_sendfile64, sys_exit_sendfile64, SyscallSource::Sendfile, None, false);
+
+/// `sock:sock_send_length`: the in-flight egress syscall on this thread is on socket `sk`.
+#[tracepoint]
+pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+    mark_socket(&ctx, Direction::Egress);
+    0
+}
+
+/// `sock:sock_recv_length`: the in-flight ingress syscall on this thread is on socket `sk`.
+#[tracepoint]
+pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+    mark_socket(&ctx, Direction::Ingress);
+    0
+}

@@ -1,0 +1,107 @@
+//! Every map and global of the eBPF side, in one place. Names match `agent_common::names`.
+
+use agent_common::{
+    TracepointLayout,
+    event::MAX_DATA_RECORD_BYTES,
+    limits::{
+        DEFAULT_RING_BUF_BYTES, MAX_CAPTURE_BYTES, MAX_INFLIGHT_SYSCALLS, MAX_SOCKETS,
+    },
+    stats::STAT_COUNT,
+};
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+
+/// Arguments of a hooked syscall, saved at `sys_enter_*` until its `sys_exit_*` on the same thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Inflight {
+    /// `agent_common::SyscallSource` as `u32`.
+    pub(crate) source: u32,
+    /// File descriptor argument.
+    pub(crate) fd: i32,
+    /// User buffer (`read`/`write`/`send*`/`recv*`) or `struct iovec *` (`readv`/`writev`/`*msg`).
+    pub(crate) buf: u64,
+    /// Number of iovecs; 0 for a plain buffer.
+    pub(crate) iovcnt: u64,
+    /// Syscall entry time, monotonic ns.
+    pub(crate) ts_enter_ns: u64,
+    /// `struct sock *` learned from `sock:sock_{send,recv}_length`; 0 while unknown (not a TCP socket).
+    pub(crate) sk: u64,
+}
+
+/// Records to userspace. Resized by userspace at load time.
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BUF_BYTES, 0);
+
+/// Per-CPU counters indexed by `agent_common::stats::Stat`.
+#[map]
+pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// In-flight syscalls keyed by `pid_tgid`.
+#[map]
+pub(crate) static INFLIGHT: HashMap<u64, Inflight> =
+    HashMap::with_max_entries(MAX_INFLIGHT_SYSCALLS, 0);
+
+/// Next byte offset per socket and direction (`[egress, ingress]`), keyed by `sk`.
+#[map]
+pub(crate) static SOCK_SEQ: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+
+/// Scratch space big enough for a header plus twice the capture size (so offset + length bounds
+/// are provable to the verifier with a mask).
+pub(crate) const SCRATCH_BYTES: usize = MAX_DATA_RECORD_BYTES + MAX_CAPTURE_BYTES;
+
+/// Per-CPU record assembly area.
+#[map]
+pub(crate) static SCRATCH: PerCpuArray<[u8; SCRATCH_BYTES]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The agent's own `tgid` (set by userspace): its syscalls are never captured.
+#[unsafe(no_mangle)]
+static SELF_TGID: u32 = 0;
+
+/// Payload bytes to capture per syscall, `<= MAX_CAPTURE_BYTES` (set by userspace).
+#[unsafe(no_mangle)]
+static CAPTURE_BYTES: u32 = MAX_CAPTURE_BYTES as u32;
+
+/// Field offsets of the `sock:*` tracepoints (set by userspace from tracefs `format` files).
+#[unsafe(no_mangle)]
+static TP_LAYOUT: TracepointLayout = TracepointLayout {
+    len_sk: 0,
+    len_family: 0,
+    len_protocol: 0,
+    len_flags: 0,
+    state_skaddr: 0,
+    state_oldstate: 0,
+    state_newstate: 0,
+    state_sport: 0,
+    state_dport: 0,
+    state_family: 0,
+    state_protocol: 0,
+    state_saddr: 0,
+    state_daddr: 0,
+    state_saddr_v6: 0,
+    state_daddr_v6: 0,
+    _pad: 0,
+};
+
+/// The agent's own `tgid`.
+#[inline(always)]
+pub(crate) fn self_tgid() -> u32 {
+    // SAFETY: a read of a global the loader may have patched; volatile so it is not const-folded.
+    unsafe { core::ptr::read_volatile(&SELF_TGID) }
+}
+
+/// Payload bytes to capture per syscall.
+#[inline(always)]
+pub(crate) fn capture_bytes() -> u32 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&CAPTURE_BYTES) }
+}
+
+/// Tracepoint field offsets.
+#[inline(always)]
+pub(crate) fn tp_layout() -> TracepointLayout {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&TP_LAYOUT) }
+}

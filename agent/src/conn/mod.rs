@@ -1,0 +1,273 @@
+//! The connection table: `sk` → what is known about that TCP connection, and its protocol tracker.
+//!
+//! Input: decoded ring-buffer records ([`crate::ringbuf::Record`]). Output: completed
+//! [`Exchange`]s with the process that made them. One owner (the capture task) mutates it.
+//!
+//! A connection's role and 4-tuple come from its `inet_sock_set_state` record (`SYN_SENT` →
+//! client, `SYN_RECV` → server) or, for connections opened before the agent, from `/proc`
+//! ([`resolve`]). Byte sequence numbers from the kernel reveal lost records; a gap resets the
+//! tracker's framing in that direction instead of pairing the wrong messages.
+
+pub mod resolve;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use agent_common::{
+    ConnEvent,
+    event::{AF_INET, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT},
+};
+
+use crate::{
+    config::Selection,
+    enrich::process::{ProcessCache, ProcessInfo},
+    exchange::{ConnInfo, Exchange, ExchangeKind, Role},
+    proto::{Chunk, http1},
+    ringbuf::DataRecord,
+};
+
+/// A completed exchange and the process it belongs to.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// The exchange.
+    pub exchange: Exchange,
+    /// The process that served or made it.
+    pub process: Arc<ProcessInfo>,
+}
+
+/// Connection-level counters, labelled by reason (self-telemetry).
+#[derive(Debug, Default, Clone)]
+pub struct ConnStats {
+    /// Counter name (snake_case, includes the reason) → value.
+    pub counters: HashMap<&'static str, u64>,
+}
+
+impl ConnStats {
+    fn add(&mut self, name: &'static str, n: u64) {
+        if n > 0 {
+            *self.counters.entry(name).or_default() += n;
+        }
+    }
+}
+
+/// Endpoints and role learned from `inet_sock_set_state` before any data moved.
+#[derive(Debug, Clone, Copy)]
+struct Opened {
+    role: Role,
+    local: SocketAddr,
+    peer: SocketAddr,
+    at: Instant,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Traced: an HTTP/1 tracker and the next expected byte offset per direction.
+    Tracked {
+        info: ConnInfo,
+        process: Arc<ProcessInfo>,
+        tracker: Box<http1::Tracker>,
+        next_seq: [Option<u64>; 2],
+    },
+    /// Not traced (filtered out, not HTTP, or unresolvable); bytes are skipped cheaply.
+    Ignored,
+}
+
+#[derive(Debug)]
+struct Conn {
+    state: State,
+    last_seen: Instant,
+}
+
+/// `sk` → connection state. See the module docs.
+#[derive(Debug)]
+pub struct ConnTable {
+    conns: HashMap<u64, Conn>,
+    opened: HashMap<u64, Opened>,
+    processes: ProcessCache,
+    selection: Selection,
+    idle_timeout: Duration,
+    stats: ConnStats,
+    completed: Vec<http1::Completed>,
+}
+
+impl ConnTable {
+    /// An empty table applying `selection`; connections idle longer than `idle_timeout` are
+    /// forgotten by [`ConnTable::gc`].
+    pub fn new(selection: Selection, idle_timeout: Duration) -> Self {
+        Self {
+            conns: HashMap::new(),
+            opened: HashMap::new(),
+            processes: ProcessCache::default(),
+            selection,
+            idle_timeout,
+            stats: ConnStats::default(),
+            completed: Vec::new(),
+        }
+    }
+
+    /// Number of connections currently tracked or ignored.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether no connection is known.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Counters accumulated so far.
+    pub fn stats(&self) -> &ConnStats {
+        &self.stats
+    }
+
+    /// Applies a TCP state change. A close finishes the connection's last exchange (responses
+    /// delimited by close) into `out`.
+    pub fn on_conn_event(&mut self, ev: &ConnEvent, now: Instant, out: &mut Vec<Observed>) {
+        if ev.newstate == TCP_ESTABLISHED {
+            let role = match ev.oldstate {
+                TCP_SYN_SENT => Role::Client,
+                TCP_SYN_RECV => Role::Server,
+                _ => return,
+            };
+            let local = sockaddr(ev.family, &ev.saddr, ev.sport);
+            let peer = sockaddr(ev.family, &ev.daddr, ev.dport);
+            // A new connection on a reused `sk`: the old one is over.
+            if let Some(old) = self.conns.remove(&ev.sk) {
+                self.finish(old, ev.ts_ns, out);
+            }
+            self.opened.insert(ev.sk, Opened { role, local, peer, at: now });
+            self.stats.add("conn_opened", 1);
+        } else if ev.newstate == TCP_CLOSE {
+            self.opened.remove(&ev.sk);
+            if let Some(conn) = self.conns.remove(&ev.sk) {
+                self.finish(conn, ev.ts_ns, out);
+            }
+        }
+    }
+
+    fn finish(&mut self, conn: Conn, ts_ns: u64, out: &mut Vec<Observed>) {
+        if let State::Tracked { info, process, mut tracker, .. } = conn.state {
+            tracker.on_close(ts_ns, &mut self.completed);
+            drain(&mut self.stats, &mut self.completed, &info, &process, &mut tracker, out);
+        }
+    }
+
+    /// Feeds one data record; completed exchanges go to `out`.
+    pub fn on_data(&mut self, rec: &DataRecord<'_>, now: Instant, out: &mut Vec<Observed>) {
+        let h = &rec.header;
+        if !self.conns.contains_key(&h.sk) {
+            let state = self.new_state(rec, now);
+            self.conns.insert(h.sk, Conn { state, last_seen: now });
+        }
+        let Some(conn) = self.conns.get_mut(&h.sk) else { return };
+        conn.last_seen = now;
+        let State::Tracked { info, process, tracker, next_seq } = &mut conn.state else {
+            return;
+        };
+        let idx = rec.direction as usize & 1;
+        if next_seq[idx].is_some_and(|expected| expected != h.seq) {
+            self.stats.add("seq_gap", 1);
+            tracker.on_gap(rec.direction);
+        }
+        next_seq[idx] = Some(h.seq.wrapping_add(h.len));
+        let chunk =
+            Chunk { start_ns: h.ts_enter_ns, end_ns: h.ts_exit_ns, data: rec.payload, len: h.len };
+        tracker.on_chunk(rec.direction, chunk, &mut self.completed);
+        drain(&mut self.stats, &mut self.completed, info, process, tracker, out);
+        if tracker.is_not_http() {
+            self.stats.add("conn_not_http", 1);
+            conn.state = State::Ignored;
+        }
+    }
+
+    /// Decides how to treat a connection seen for the first time.
+    fn new_state(&mut self, rec: &DataRecord<'_>, now: Instant) -> State {
+        let h = &rec.header;
+        let process = self.processes.get(h.tgid, now);
+        if !self.selection.process_matches(h.tgid, &process.exe_name) {
+            self.stats.add("conn_filtered", 1);
+            return State::Ignored;
+        }
+        let (role, local, peer) = match self.opened.remove(&h.sk) {
+            Some(o) => (o.role, o.local, o.peer),
+            None => match resolve::resolve(h.tgid, h.fd) {
+                Ok(r) => {
+                    self.stats.add("conn_resolved_from_proc", 1);
+                    (r.role, r.local, r.peer)
+                }
+                Err(e) => {
+                    self.stats.add(
+                        match e {
+                            resolve::ResolveError::NotASocket => "conn_unresolved_not_a_socket",
+                            resolve::ResolveError::NotFound => "conn_unresolved_inode_not_found",
+                        },
+                        1,
+                    );
+                    return State::Ignored;
+                }
+            },
+        };
+        if !self.selection.ports_match(local.port(), peer.port()) {
+            self.stats.add("conn_filtered", 1);
+            return State::Ignored;
+        }
+        State::Tracked {
+            info: ConnInfo { role, local, peer, tgid: h.tgid },
+            process,
+            tracker: Box::new(http1::Tracker::new(role)),
+            next_seq: [None, None],
+        }
+    }
+
+    /// Forgets idle connections and stale bookkeeping. Call periodically.
+    pub fn gc(&mut self, now: Instant) {
+        let idle = self.idle_timeout;
+        let before = self.conns.len();
+        self.conns.retain(|_, c| now.duration_since(c.last_seen) < idle);
+        self.stats.add("conn_idle_evicted", (before - self.conns.len()) as u64);
+        self.opened.retain(|_, o| now.duration_since(o.at) < idle);
+        if let Some(cutoff) = now.checked_sub(idle) {
+            self.processes.retain_used_since(cutoff);
+        }
+    }
+}
+
+/// Moves a tracker's completed exchanges and counters out.
+fn drain(
+    stats: &mut ConnStats,
+    completed: &mut Vec<http1::Completed>,
+    info: &ConnInfo,
+    process: &Arc<ProcessInfo>,
+    tracker: &mut http1::Tracker,
+    out: &mut Vec<Observed>,
+) {
+    for (reason, n) in tracker.take_stats().iter() {
+        stats.add(reason, n);
+    }
+    for c in completed.drain(..) {
+        out.push(Observed {
+            exchange: Exchange {
+                conn: info.clone(),
+                start_ns: c.start_ns,
+                end_ns: c.end_ns.max(c.start_ns),
+                kind: ExchangeKind::Http(c.http),
+            },
+            process: Arc::clone(process),
+        });
+    }
+}
+
+/// Builds a socket address from a `ConnEvent` address field.
+fn sockaddr(family: u16, addr: &[u8; 16], port: u16) -> SocketAddr {
+    let ip = if family == AF_INET {
+        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    } else {
+        let v6 = Ipv6Addr::from(*addr);
+        v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+    };
+    SocketAddr::new(ip, port)
+}

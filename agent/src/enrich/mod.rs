@@ -1,0 +1,3 @@
+//! Metadata about observed processes, attached to spans as resource attributes.
+
+pub mod process;

@@ -1,0 +1,216 @@
+//! The only module that knows the graph of stages.
+//!
+//! ```text
+//!  kernel ──EVENTS ring buffer──▶ capture task ──capture_to_export (bounded)──▶ export task ──▶ OTLP / stdout
+//!                                 (ringbuf::decode,                              (telemetry::export:
+//!                                  conn::ConnTable,                               span per exchange,
+//!                                  proto::http1)                                  provider per process)
+//! ```
+//! Drop policy: `capture_to_export` is bounded; when it is full the capture task waits, the ring
+//! buffer fills, and the kernel drops (and counts, `ringbuf_full`) new records rather than ever
+//! slowing the traced applications. Shutdown: stop signal → the capture task drains what is in the
+//! ring and finishes → the channel closes → the export task flushes every provider.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::{mpsc, watch},
+};
+
+use crate::{
+    config::Config,
+    conn::{ConnTable, Observed},
+    probe::{self, Attached, LoadParams},
+    ringbuf::{self, Record},
+    telemetry::{clock::Clock, export::Exporter},
+};
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Loading or attaching the eBPF programs failed.
+    #[error(transparent)]
+    Load(#[from] probe::LoadError),
+    /// The exporter could not be set up.
+    #[error(transparent)]
+    Export(#[from] crate::telemetry::export::ExportError),
+    /// The ring buffer fd could not be registered with the runtime.
+    #[error("cannot poll the ring buffer")]
+    Poll(#[source] std::io::Error),
+}
+
+/// Batches of exchanges sent from capture to export at once.
+const CAPTURE_TO_EXPORT_BATCHES: usize = 256;
+/// Period of table maintenance (idle connections, stats).
+const MAINTENANCE_PERIOD: Duration = Duration::from_secs(5);
+
+/// Runs the agent until `shutdown` resolves.
+///
+/// # Errors
+/// [`RunError`] when the probes or the exporter cannot be set up.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let clock = Clock::sample();
+    let probes = probe::load(&LoadParams {
+        self_tgid: std::process::id(),
+        capture_bytes: config.capture_bytes,
+        ring_buffer_bytes: config.ring_buffer_bytes,
+        object: config.ebpf_object.clone(),
+    })?;
+    let (attached, events) = probes.split();
+    let exporter = Exporter::new(config.export.clone(), config.host_name.clone(), clock)?;
+    // SAFETY: the ring buffer map owns its fd, which stays open and unchanged for as long as the
+    // `AsyncFd` owns the map.
+    let ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+        .map_err(|e| RunError::Poll(e.into()))?;
+
+    let (capture_to_export, export_rx) = mpsc::channel(CAPTURE_TO_EXPORT_BATCHES);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let table = ConnTable::new(config.selection.clone(), config.conn_idle_timeout);
+    let capture = tokio::spawn(capture_task(
+        ring,
+        attached,
+        table,
+        capture_to_export,
+        stop_rx,
+        config.stats_interval,
+    ));
+    let export = tokio::spawn(export_task(export_rx, exporter, config.conn_idle_timeout));
+    match &config.export {
+        crate::config::Export::Console => tracing::info!("capture ready; printing spans on stdout"),
+        crate::config::Export::Otlp { endpoint, protocol, .. } => {
+            tracing::info!(%endpoint, ?protocol, "capture ready; exporting OTLP");
+        }
+    }
+
+    shutdown.await;
+    tracing::info!("shutting down: draining the ring buffer and flushing spans");
+    let _ = stop_tx.send(true);
+    if let Err(e) = capture.await {
+        tracing::error!(error = %e, "capture task failed");
+    }
+    if let Err(e) = export.await {
+        tracing::error!(error = %e, "export task failed");
+    }
+    Ok(())
+}
+
+/// Counts of records the capture task could not decode, by reason.
+#[derive(Default)]
+struct CaptureStats {
+    records: u64,
+    decode_errors: HashMap<&'static str, u64>,
+}
+
+/// Reads every record currently in the ring buffer into the table.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    table: &mut ConnTable,
+    stats: &mut CaptureStats,
+    out: &mut Vec<Observed>,
+) {
+    let now = Instant::now();
+    while let Some(item) = ring.next() {
+        stats.records += 1;
+        match ringbuf::decode(&item) {
+            Ok(Record::Data(d)) => table.on_data(&d, now, out),
+            Ok(Record::Conn(c)) => table.on_conn_event(&c, now, out),
+            Err(e) => *stats.decode_errors.entry(e.reason()).or_default() += 1,
+        }
+    }
+}
+
+async fn capture_task(
+    mut ring: AsyncFd<RingBuf<MapData>>,
+    attached: Attached,
+    mut table: ConnTable,
+    capture_to_export: mpsc::Sender<Vec<Observed>>,
+    mut stop: watch::Receiver<bool>,
+    stats_interval: Option<Duration>,
+) {
+    let mut stats = CaptureStats::default();
+    let mut maintenance = tokio::time::interval(MAINTENANCE_PERIOD);
+    let mut last_stats_log = Instant::now();
+    loop {
+        let mut out = Vec::new();
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = match guard {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::error!(error = %e, "ring buffer polling failed; capture stops");
+                        break;
+                    }
+                };
+                drain(guard.get_inner_mut(), &mut table, &mut stats, &mut out);
+                guard.clear_ready();
+            }
+            _ = maintenance.tick() => {
+                let now = Instant::now();
+                table.gc(now);
+                if stats_interval.is_some_and(|i| now.duration_since(last_stats_log) >= i) {
+                    last_stats_log = now;
+                    log_stats(&attached, &table, &stats);
+                }
+            }
+            _ = stop.changed() => {
+                drain(ring.get_mut(), &mut table, &mut stats, &mut out);
+                if !out.is_empty() {
+                    let _ = capture_to_export.send(out).await;
+                }
+                log_stats(&attached, &table, &stats);
+                break;
+            }
+        }
+        if !out.is_empty() && capture_to_export.send(out).await.is_err() {
+            break;
+        }
+    }
+}
+
+fn log_stats(attached: &Attached, table: &ConnTable, stats: &CaptureStats) {
+    let kernel = attached
+        .read_stats()
+        .map(|v| v.iter().map(|(s, n)| format!("{}={n}", s.name())).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|e| format!("unreadable ({e})"));
+    let mut conn: Vec<_> = table.stats().counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    conn.sort();
+    let mut decode: Vec<_> = stats.decode_errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    decode.sort();
+    tracing::info!(
+        records = stats.records,
+        connections = table.len(),
+        "stats: kernel[{kernel}] conn[{}] decode_errors[{}]",
+        conn.join(" "),
+        decode.join(" ")
+    );
+}
+
+async fn export_task(mut rx: mpsc::Receiver<Vec<Observed>>, mut exporter: Exporter, idle: Duration) {
+    let mut maintenance = tokio::time::interval(MAINTENANCE_PERIOD);
+    let mut errors = 0u64;
+    loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break };
+                let now = Instant::now();
+                for obs in &batch {
+                    if let Err(e) = exporter.record(obs, now) {
+                        errors += 1;
+                        if errors == 1 || errors.is_power_of_two() {
+                            tracing::warn!(error = %e, errors, "span dropped");
+                        }
+                    }
+                }
+            }
+            _ = maintenance.tick() => exporter.gc(Instant::now(), idle).await,
+        }
+    }
+    tracing::info!(spans = exporter.spans_recorded(), services = exporter.services(), "flushing spans");
+    exporter.shutdown().await;
+}

@@ -1,0 +1,227 @@
+//! Loads the eBPF object, sizes its maps, patches its globals, attaches every [`HOOKS`] entry and
+//! holds the links for as long as [`Probes`] lives (dropping it detaches everything).
+
+use std::path::PathBuf;
+
+use agent_common::{names, stats::Stat};
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{MapData, MapError, PerCpuArray, RingBuf},
+    programs::{ProgramError, TracePoint},
+};
+
+use super::{HOOKS, Need, tracefs};
+
+/// The eBPF object built by `agent/build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+/// Why the probes could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The binary was built without its eBPF object.
+    #[error("this binary was built without its eBPF object (AYA_BUILD_SKIP); rebuild with `cargo xtask build`")]
+    NoObject,
+    /// Reading an alternative object failed.
+    #[error("cannot read eBPF object `{path}`")]
+    ReadObject {
+        /// Path given with `--ebpf-object`.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// tracefs is not mounted and mounting it failed.
+    #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed (needs CAP_SYS_ADMIN)")]
+    Tracefs {
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tracepoint's format file is missing: the kernel lacks that tracepoint.
+    #[error("tracepoint `{tracepoint}` is not available on this kernel (sock:sock_send_length and sock:sock_recv_length need Linux 6.3+)")]
+    TracepointFormat {
+        /// `category:name`.
+        tracepoint: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tracepoint lacks a field the programs read.
+    #[error("tracepoint `{tracepoint}` has no field `{field}` on this kernel")]
+    TracepointField {
+        /// `category:name`.
+        tracepoint: String,
+        /// Field name.
+        field: String,
+    },
+    /// The object could not be parsed or its maps created.
+    #[error("loading the eBPF object failed (are you root? CAP_BPF and CAP_PERFMON are needed)")]
+    Object(#[source] EbpfError),
+    /// A program in [`HOOKS`] is missing from the object.
+    #[error("program `{0}` is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    /// A map is missing from the object.
+    #[error("map `{0}` is missing from the eBPF object")]
+    MissingMap(&'static str),
+    /// A map has an unexpected type.
+    #[error("map `{name}` has an unexpected type")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// Cause.
+        #[source]
+        source: MapError,
+    },
+    /// A required program failed to load or attach.
+    #[error("cannot attach `{program}` to tracepoint `{category}:{name}`")]
+    Attach {
+        /// Program name.
+        program: &'static str,
+        /// Tracepoint category.
+        category: &'static str,
+        /// Tracepoint name.
+        name: &'static str,
+        /// Cause (the verifier log is in its `Debug` form; run with `--log debug` to see it).
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// Loaded, attached programs and the maps userspace reads.
+pub struct Probes {
+    /// Owns the programs and their links.
+    attached: Attached,
+    /// Data and connection records.
+    events: RingBuf<MapData>,
+}
+
+impl Probes {
+    /// Splits into the attached programs (with their counters) and the ring buffer, so each can
+    /// have its own owner.
+    pub fn split(self) -> (Attached, RingBuf<MapData>) {
+        (self.attached, self.events)
+    }
+}
+
+/// The attached programs (dropping this detaches them) and the kernel counters.
+pub struct Attached {
+    _ebpf: Ebpf,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+impl Attached {
+    /// Sums the per-CPU kernel counters: `(stat, value)` in [`Stat::ALL`] order.
+    ///
+    /// # Errors
+    /// [`MapError`] when the map cannot be read.
+    pub fn read_stats(&self) -> Result<Vec<(Stat, u64)>, MapError> {
+        Stat::ALL
+            .iter()
+            .map(|&s| Ok((s, self.stats.get(&(s as u32), 0)?.iter().sum())))
+            .collect()
+    }
+}
+
+/// Load parameters.
+#[derive(Clone, Debug)]
+pub struct LoadParams {
+    /// The agent's own tgid (never captured).
+    pub self_tgid: u32,
+    /// Payload bytes captured per syscall.
+    pub capture_bytes: u32,
+    /// Ring buffer bytes.
+    pub ring_buffer_bytes: u32,
+    /// Alternative object file.
+    pub object: Option<PathBuf>,
+}
+
+/// Loads and attaches everything in [`HOOKS`], logging each program attached or skipped.
+///
+/// # Errors
+/// [`LoadError`] naming the tracepoint, program or map that failed.
+pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
+    let owned;
+    let object: &[u8] = match &params.object {
+        Some(path) => {
+            owned = std::fs::read(path)
+                .map_err(|source| LoadError::ReadObject { path: path.clone(), source })?;
+            &owned
+        }
+        None => EBPF_OBJECT,
+    };
+    if object.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    let tracefs = tracefs::ensure_mounted()?;
+    let layout = tracefs::tracepoint_layout(&tracefs)?;
+    raise_memlock_rlimit();
+
+    let mut ebpf = EbpfLoader::new()
+        .override_global(names::GLOBAL_SELF_TGID, &params.self_tgid, true)
+        .override_global(names::GLOBAL_CAPTURE_BYTES, &params.capture_bytes, true)
+        .override_global(names::GLOBAL_TP_LAYOUT, &layout, true)
+        .map_max_entries(names::MAP_EVENTS, params.ring_buffer_bytes)
+        .load(object)
+        .map_err(LoadError::Object)?;
+
+    let mut attached = 0usize;
+    for hook in HOOKS {
+        let program = ebpf
+            .program_mut(hook.program)
+            .ok_or(LoadError::MissingProgram(hook.program))?;
+        let result = <&mut TracePoint>::try_from(program).and_then(|tp| {
+            tp.load()?;
+            tp.attach(hook.category, hook.name)
+        });
+        match result {
+            Ok(_) => {
+                attached += 1;
+                tracing::debug!(program = hook.program, "attached tracepoint {}:{}", hook.category, hook.name);
+            }
+            Err(source) if hook.need == Need::Optional => {
+                tracing::warn!(
+                    program = hook.program,
+                    error = %source,
+                    "skipped optional tracepoint {}:{}; its syscall's traffic is not seen",
+                    hook.category,
+                    hook.name
+                );
+            }
+            Err(source) => {
+                tracing::debug!(?source, "attach failure detail");
+                return Err(LoadError::Attach {
+                    program: hook.program,
+                    category: hook.category,
+                    name: hook.name,
+                    source,
+                });
+            }
+        }
+    }
+    tracing::info!(
+        attached,
+        total = HOOKS.len(),
+        "attached tracepoints: {}",
+        HOOKS.iter().map(|h| h.name).collect::<Vec<_>>().join(", ")
+    );
+
+    let events = RingBuf::try_from(
+        ebpf.take_map(names::MAP_EVENTS).ok_or(LoadError::MissingMap(names::MAP_EVENTS))?,
+    )
+    .map_err(|source| LoadError::Map { name: names::MAP_EVENTS, source })?;
+    let stats = PerCpuArray::try_from(
+        ebpf.take_map(names::MAP_STATS).ok_or(LoadError::MissingMap(names::MAP_STATS))?,
+    )
+    .map_err(|source| LoadError::Map { name: names::MAP_STATS, source })?;
+    Ok(Probes { attached: Attached { _ebpf: ebpf, stats }, events })
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use the memory cgroup.
+/// Raising it may fail without CAP_SYS_RESOURCE, which is harmless on those newer kernels.
+fn raise_memlock_rlimit() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK (fine on Linux 5.11+)");
+    }
+}

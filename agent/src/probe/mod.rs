@@ -1,0 +1,62 @@
+//! Loading and attaching the eBPF programs.
+//!
+//! [`HOOKS`] is the table of every program and where it attaches; [`load`] does the work and
+//! returns the live [`Probes`]. `tracefs` finds (or mounts) tracefs and reads tracepoint layouts.
+
+mod load;
+mod tracefs;
+
+pub use load::{Attached, LoadError, LoadParams, Probes, load};
+
+/// Whether the agent can run without a hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Startup fails when it cannot attach.
+    Required,
+    /// Skipped with a logged reason.
+    Optional,
+}
+
+/// One eBPF program and its attach point.
+#[derive(Clone, Copy, Debug)]
+pub struct Hook {
+    /// Program name in the ELF object (the fn name in `agent-ebpf`).
+    pub program: &'static str,
+    /// Tracepoint category (`syscalls`, `sock`).
+    pub category: &'static str,
+    /// Tracepoint name.
+    pub name: &'static str,
+    /// Whether it may be missing.
+    pub need: Need,
+}
+
+const fn tp(program: &'static str, category: &'static str, need: Need) -> Hook {
+    Hook { program, category, name: program, need }
+}
+
+/// Every program of `agent-ebpf` and its tracepoint. The socket-identity tracepoints
+/// (`sock_send_length`/`sock_recv_length`, Linux 6.3+) and the lifecycle one are required: without
+/// them no record can be tied to a TCP connection.
+pub const HOOKS: &[Hook] = &[
+    tp("sock_send_length", "sock", Need::Required),
+    tp("sock_recv_length", "sock", Need::Required),
+    tp("inet_sock_set_state", "sock", Need::Required),
+    tp("sys_enter_read", "syscalls", Need::Required),
+    tp("sys_exit_read", "syscalls", Need::Required),
+    tp("sys_enter_write", "syscalls", Need::Required),
+    tp("sys_exit_write", "syscalls", Need::Required),
+    tp("sys_enter_recvfrom", "syscalls", Need::Required),
+    tp("sys_exit_recvfrom", "syscalls", Need::Required),
+    tp("sys_enter_sendto", "syscalls", Need::Required),
+    tp("sys_exit_sendto", "syscalls", Need::Required),
+    tp("sys_enter_readv", "syscalls", Need::Optional),
+    tp("sys_exit_readv", "syscalls", Need::Optional),
+    tp("sys_enter_writev", "syscalls", Need::Optional),
+    tp("sys_exit_writev", "syscalls", Need::Optional),
+    tp("sys_enter_recvmsg", "syscalls", Need::Optional),
+    tp("sys_exit_recvmsg", "syscalls", Need::Optional),
+    tp("sys_enter_sendmsg", "syscalls", Need::Optional),
+    tp("sys_exit_sendmsg", "syscalls", Need::Optional),
+    tp("sys_enter_sendfile64", "syscalls", Need::Optional),
+    tp("sys_exit_sendfile64", "syscalls", Need::Optional),
+];

@@ -1,0 +1,150 @@
+//! tracefs: find it (mounting it when missing, as `perf` and production agents do) and read
+//! tracepoint field offsets from `events/<category>/<name>/format`, so no kernel layout is compiled
+//! into the eBPF programs.
+
+use std::{
+    collections::HashMap,
+    ffi::CString,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use agent_common::TracepointLayout;
+
+use super::LoadError;
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+
+/// Returns the tracefs root, mounting tracefs at `/sys/kernel/tracing` when it is not mounted.
+///
+/// # Errors
+/// [`LoadError::Tracefs`] when it is missing and cannot be mounted.
+pub(super) fn ensure_mounted() -> Result<PathBuf, LoadError> {
+    for dir in [TRACEFS, DEBUGFS_TRACING] {
+        if Path::new(dir).join("events").is_dir() {
+            return Ok(PathBuf::from(dir));
+        }
+    }
+    let target = CString::new(TRACEFS).expect("no NUL in a constant path");
+    let fstype = CString::new("tracefs").expect("no NUL in a constant");
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(LoadError::Tracefs {
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    tracing::info!(path = TRACEFS, "mounted tracefs");
+    Ok(PathBuf::from(TRACEFS))
+}
+
+/// Field name → byte offset, parsed from a tracefs `format` file.
+///
+/// # Errors
+/// [`LoadError::TracepointFormat`] when the file cannot be read.
+pub(super) fn field_offsets(
+    tracefs: &Path,
+    category: &str,
+    name: &str,
+) -> Result<HashMap<String, u32>, LoadError> {
+    let path = tracefs.join("events").join(category).join(name).join("format");
+    let text = fs::read_to_string(&path).map_err(|source| LoadError::TracepointFormat {
+        tracepoint: format!("{category}:{name}"),
+        source,
+    })?;
+    Ok(parse_format(&text))
+}
+
+/// Parses lines like `\tfield:__u16 family;\toffset:16;\tsize:2;\tsigned:0;`.
+fn parse_format(text: &str) -> HashMap<String, u32> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let mut decl = None;
+        let mut offset = None;
+        for part in line.split(';') {
+            let part = part.trim();
+            if let Some(d) = part.strip_prefix("field:") {
+                decl = Some(d);
+            } else if let Some(o) = part.strip_prefix("offset:") {
+                offset = o.trim().parse::<u32>().ok();
+            }
+        }
+        if let (Some(decl), Some(offset)) = (decl, offset) {
+            let last = decl.split_whitespace().last().unwrap_or_default();
+            let name = last.split('[').next().unwrap_or_default().trim_start_matches('*');
+            out.insert(name.to_owned(), offset);
+        }
+    }
+    out
+}
+
+/// Builds the [`TracepointLayout`] global from this kernel's `sock:*` format files.
+///
+/// # Errors
+/// [`LoadError::TracepointField`] naming a missing field.
+pub(super) fn tracepoint_layout(tracefs: &Path) -> Result<TracepointLayout, LoadError> {
+    let send = field_offsets(tracefs, "sock", "sock_send_length")?;
+    let recv = field_offsets(tracefs, "sock", "sock_recv_length")?;
+    let state = field_offsets(tracefs, "sock", "inet_sock_set_state")?;
+    let get = |map: &HashMap<String, u32>, tp: &str, field: &str| {
+        map.get(field).copied().ok_or_else(|| LoadError::TracepointField {
+            tracepoint: tp.to_owned(),
+            field: field.to_owned(),
+        })
+    };
+    // Both length tracepoints share one event class; check they agree.
+    for f in ["sk", "family", "protocol", "flags"] {
+        if get(&send, "sock:sock_send_length", f)? != get(&recv, "sock:sock_recv_length", f)? {
+            return Err(LoadError::TracepointField {
+                tracepoint: "sock:sock_recv_length".to_owned(),
+                field: format!("{f} (offset differs from sock_send_length)"),
+            });
+        }
+    }
+    let s = "sock:inet_sock_set_state";
+    Ok(TracepointLayout {
+        len_sk: get(&send, "sock:sock_send_length", "sk")?,
+        len_family: get(&send, "sock:sock_send_length", "family")?,
+        len_protocol: get(&send, "sock:sock_send_length", "protocol")?,
+        len_flags: get(&send, "sock:sock_send_length", "flags")?,
+        state_skaddr: get(&state, s, "skaddr")?,
+        state_oldstate: get(&state, s, "oldstate")?,
+        state_newstate: get(&state, s, "newstate")?,
+        state_sport: get(&state, s, "sport")?,
+        state_dport: get(&state, s, "dport")?,
+        state_family: get(&state, s, "family")?,
+        state_protocol: get(&state, s, "protocol")?,
+        state_saddr: get(&state, s, "saddr")?,
+        state_daddr: get(&state, s, "daddr")?,
+        state_saddr_v6: get(&state, s, "saddr_v6")?,
+        state_daddr_v6: get(&state, s, "daddr_v6")?,
+        _pad: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Copied from this project's test kernel (6.18) `events/sock/inet_sock_set_state/format`.
+    const STATE_FORMAT: &str = "name: inet_sock_set_state\nID: 2287\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
+\tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;\n\
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;\n\n\
+print fmt: \"family=%s\", REC->family\n";
+
+    #[test]
+    fn parses_names_pointers_and_arrays() {
+        let m = parse_format(STATE_FORMAT);
+        assert_eq!(m.get("skaddr"), Some(&8));
+        assert_eq!(m.get("oldstate"), Some(&16));
+        assert_eq!(m.get("saddr_v6"), Some(&40));
+        assert_eq!(m.get("common_pid"), Some(&4));
+        assert_eq!(m.len(), 5);
+    }
+}

@@ -1,0 +1,196 @@
+//! Span export through the OpenTelemetry SDK, one tracer provider per observed process.
+//!
+//! A provider carries a single `Resource`, and Sonde reports for many processes, each with its own
+//! `service.name` and `process.pid`. So each process gets its own `SdkTracerProvider` (created on
+//! its first exchange, shut down after `idle` without one), with a batch span processor running as
+//! a tokio task (not a thread per process). OTLP/gRPC providers share one tonic channel (one
+//! HTTP/2 connection to the collector). The SDK reads `OTEL_BSP_*` and `OTEL_TRACES_SAMPLER*`.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use opentelemetry::{
+    Context, KeyValue,
+    trace::{Span as _, TraceContextExt as _, Tracer as _, TracerProvider as _},
+};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithTonicConfig as _};
+use opentelemetry_sdk::{
+    Resource, runtime,
+    trace::{SdkTracer, SdkTracerProvider, span_processor_with_async_runtime::BatchSpanProcessor},
+};
+
+use super::{clock::Clock, console::ConsoleExporter, semconv, span};
+use crate::{
+    config::{Export, OtlpProtocol},
+    conn::Observed,
+    enrich::process::ProcessInfo,
+};
+
+/// Why the exporter could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The OTLP endpoint is not a valid URI.
+    #[error("invalid OTLP endpoint `{endpoint}`")]
+    Endpoint {
+        /// The configured endpoint.
+        endpoint: String,
+        /// Cause.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The SDK refused the exporter configuration.
+    #[error("cannot build the OTLP exporter")]
+    Build(#[source] opentelemetry_otlp::ExporterBuildError),
+}
+
+struct Service {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+    last_used: Instant,
+}
+
+/// Turns [`Observed`] exchanges into exported spans. Owned by the export task.
+pub struct Exporter {
+    export: Export,
+    channel: Option<tonic::transport::Channel>,
+    host_name: String,
+    clock: Clock,
+    services: HashMap<Arc<ProcessInfo>, Service>,
+    spans: u64,
+}
+
+impl Exporter {
+    /// Prepares the exporter; OTLP connections are opened lazily on first export.
+    ///
+    /// # Errors
+    /// [`ExportError::Endpoint`] for an unparsable gRPC endpoint.
+    pub fn new(export: Export, host_name: String, clock: Clock) -> Result<Self, ExportError> {
+        let channel = match &export {
+            Export::Otlp { endpoint, protocol: OtlpProtocol::Grpc, timeout } => Some(
+                tonic::transport::Endpoint::from_shared(endpoint.clone())
+                    .map_err(|source| ExportError::Endpoint { endpoint: endpoint.clone(), source })?
+                    .timeout(*timeout)
+                    .connect_lazy(),
+            ),
+            _ => None,
+        };
+        Ok(Self { export, channel, host_name, clock, services: HashMap::new(), spans: 0 })
+    }
+
+    /// Spans recorded so far.
+    pub fn spans_recorded(&self) -> u64 {
+        self.spans
+    }
+
+    /// Number of live per-process providers.
+    pub fn services(&self) -> usize {
+        self.services.len()
+    }
+
+    fn resource(&self, p: &ProcessInfo) -> Resource {
+        let mut attrs = vec![
+            KeyValue::new(semconv::PROCESS_PID, i64::from(p.tgid)),
+            KeyValue::new(semconv::PROCESS_EXECUTABLE_NAME, p.exe_name.clone()),
+            KeyValue::new(semconv::HOST_NAME, self.host_name.clone()),
+        ];
+        if let Some(path) = &p.exe_path {
+            attrs.push(KeyValue::new(semconv::PROCESS_EXECUTABLE_PATH, path.clone()));
+        }
+        Resource::builder().with_service_name(p.exe_name.clone()).with_attributes(attrs).build()
+    }
+
+    fn new_service(&self, p: &ProcessInfo) -> Result<Service, ExportError> {
+        let resource = self.resource(p);
+        let builder = SdkTracerProvider::builder().with_resource(resource);
+        let builder = match &self.export {
+            Export::Console => builder.with_span_processor(
+                BatchSpanProcessor::builder(ConsoleExporter::default(), runtime::Tokio).build(),
+            ),
+            Export::Otlp { endpoint, protocol, timeout } => {
+                let exporter = match (protocol, &self.channel) {
+                    (OtlpProtocol::Grpc, Some(channel)) => opentelemetry_otlp::SpanExporter::builder()
+                        .with_tonic()
+                        .with_channel(channel.clone())
+                        .with_timeout(*timeout)
+                        .build(),
+                    _ => opentelemetry_otlp::SpanExporter::builder()
+                        .with_http()
+                        .with_protocol(Protocol::HttpBinary)
+                        .with_endpoint(endpoint.clone())
+                        .with_timeout(*timeout)
+                        .build(),
+                }
+                .map_err(ExportError::Build)?;
+                builder.with_span_processor(BatchSpanProcessor::builder(exporter, runtime::Tokio).build())
+            }
+        };
+        let provider = builder.build();
+        let tracer = provider.tracer(semconv::SCOPE_NAME);
+        Ok(Service { provider, tracer, last_used: Instant::now() })
+    }
+
+    /// Records the span of one exchange.
+    ///
+    /// # Errors
+    /// [`ExportError`] when a new process's exporter cannot be built (the span is dropped).
+    pub fn record(&mut self, obs: &Observed, now: Instant) -> Result<(), ExportError> {
+        if !self.services.contains_key(&obs.process) {
+            let service = self.new_service(&obs.process)?;
+            self.services.insert(Arc::clone(&obs.process), service);
+        }
+        let Some(service) = self.services.get_mut(&obs.process) else { return Ok(()) };
+        service.last_used = now;
+        let fields = span::from_exchange(&obs.exchange, &self.clock);
+        let builder = service
+            .tracer
+            .span_builder(fields.name)
+            .with_kind(fields.kind)
+            .with_start_time(fields.start)
+            .with_attributes(fields.attributes);
+        let parent = match fields.parent {
+            Some(sc) => Context::new().with_remote_span_context(sc),
+            None => Context::new(),
+        };
+        let mut s = service.tracer.build_with_context(builder, &parent);
+        s.set_status(fields.status);
+        s.end_with_timestamp(fields.end);
+        self.spans += 1;
+        Ok(())
+    }
+
+    /// Shuts down providers of processes idle for `idle` (flushing their spans).
+    pub async fn gc(&mut self, now: Instant, idle: Duration) {
+        let stale: Vec<_> = self
+            .services
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.last_used) >= idle)
+            .map(|(k, _)| Arc::clone(k))
+            .collect();
+        for key in stale {
+            if let Some(s) = self.services.remove(&key) {
+                shutdown(s.provider).await;
+            }
+        }
+    }
+
+    /// Flushes and shuts down every provider.
+    pub async fn shutdown(mut self) {
+        for (_, s) in self.services.drain() {
+            shutdown(s.provider).await;
+        }
+    }
+}
+
+/// The SDK's shutdown blocks the calling thread until the batch task answers, so it runs on the
+/// blocking pool while the batch task keeps running on the runtime.
+async fn shutdown(provider: SdkTracerProvider) {
+    let result = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "span provider shutdown failed; unexported spans were lost"),
+        Err(e) => tracing::warn!(error = %e, "span provider shutdown task failed"),
+    }
+}

@@ -1,0 +1,239 @@
+//! [`Exchange`] → the fields of one span, following the OpenTelemetry HTTP semantic conventions
+//! (<https://opentelemetry.io/docs/specs/semconv/http/http-spans/>). Pure: no SDK state, no I/O.
+
+use std::{collections::HashMap, net::SocketAddr, time::SystemTime};
+
+use opentelemetry::{
+    KeyValue,
+    propagation::TextMapPropagator,
+    trace::{SpanContext, SpanKind, Status, TraceContextExt},
+};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+use super::{clock::Clock, semconv};
+use crate::exchange::{Exchange, ExchangeKind, HttpExchange, Role};
+
+/// Everything needed to record one span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanFields {
+    /// `{method}` (or `HTTP` for an unknown method).
+    pub name: String,
+    /// SERVER for the accepting side, CLIENT for the connecting side.
+    pub kind: SpanKind,
+    /// First request byte.
+    pub start: SystemTime,
+    /// Last response byte.
+    pub end: SystemTime,
+    /// Semantic-convention attributes.
+    pub attributes: Vec<KeyValue>,
+    /// ERROR for 5xx on servers and >= 400 on clients, unset otherwise.
+    pub status: Status,
+    /// The caller's span, from an incoming W3C `traceparent` (server spans only).
+    pub parent: Option<SpanContext>,
+}
+
+/// Methods the semantic conventions name (RFC 9110 §9 plus PATCH, RFC 5789); others are `_OTHER`.
+const KNOWN_METHODS: [&str; 9] =
+    ["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"];
+
+/// Maps an exchange to span fields.
+pub fn from_exchange(ex: &Exchange, clock: &Clock) -> SpanFields {
+    match &ex.kind {
+        ExchangeKind::Http(http) => http_span(ex, http, clock),
+    }
+}
+
+fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock) -> SpanFields {
+    let role = ex.conn.role;
+    let known = KNOWN_METHODS.contains(&http.method.as_str());
+    let mut attributes = Vec::with_capacity(16);
+    if known {
+        attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD, http.method.clone()));
+    } else {
+        attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD, "_OTHER"));
+        attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD_ORIGINAL, http.method.clone()));
+    }
+    attributes.push(KeyValue::new(semconv::HTTP_RESPONSE_STATUS_CODE, i64::from(http.status)));
+    attributes.push(KeyValue::new(semconv::URL_PATH, http.path.clone()));
+    attributes.push(KeyValue::new(semconv::URL_SCHEME, "http"));
+
+    let (server_sock, peer) = match role {
+        Role::Server => (ex.conn.local, ex.conn.peer),
+        Role::Client => (ex.conn.peer, ex.conn.peer),
+    };
+    let (host, host_port) = split_host(http.host.as_deref());
+    let server_address = host.map_or_else(|| server_sock.ip().to_string(), str::to_owned);
+    let server_port = host_port.unwrap_or(server_sock.port());
+    attributes.push(KeyValue::new(semconv::SERVER_ADDRESS, server_address));
+    attributes.push(KeyValue::new(semconv::SERVER_PORT, i64::from(server_port)));
+    if role == Role::Server {
+        attributes.push(KeyValue::new(semconv::CLIENT_ADDRESS, peer.ip().to_string()));
+    }
+    push_peer(&mut attributes, peer);
+    attributes.push(KeyValue::new(
+        semconv::NETWORK_PROTOCOL_VERSION,
+        if http.version_minor == 0 { "1.0" } else { "1.1" },
+    ));
+    if let Some(ua) = &http.user_agent {
+        attributes.push(KeyValue::new(semconv::USER_AGENT_ORIGINAL, ua.clone()));
+    }
+    attributes.push(KeyValue::new(
+        semconv::HTTP_REQUEST_BODY_SIZE,
+        i64::try_from(http.request_body_bytes).unwrap_or(i64::MAX),
+    ));
+    attributes.push(KeyValue::new(
+        semconv::HTTP_RESPONSE_BODY_SIZE,
+        i64::try_from(http.response_body_bytes).unwrap_or(i64::MAX),
+    ));
+
+    let is_error = match role {
+        Role::Server => http.status >= 500,
+        Role::Client => http.status >= 400,
+    };
+    let status = if is_error {
+        attributes.push(KeyValue::new(semconv::ERROR_TYPE, http.status.to_string()));
+        Status::error("")
+    } else {
+        Status::Unset
+    };
+    let parent = match role {
+        Role::Server => http.traceparent.as_deref().and_then(parse_traceparent),
+        Role::Client => None,
+    };
+    SpanFields {
+        name: if known { http.method.clone() } else { "HTTP".to_owned() },
+        kind: match role {
+            Role::Server => SpanKind::Server,
+            Role::Client => SpanKind::Client,
+        },
+        start: clock.to_system_time(ex.start_ns),
+        end: clock.to_system_time(ex.end_ns),
+        attributes,
+        status,
+        parent,
+    }
+}
+
+fn push_peer(attributes: &mut Vec<KeyValue>, peer: SocketAddr) {
+    attributes.push(KeyValue::new(semconv::NETWORK_PEER_ADDRESS, peer.ip().to_string()));
+    attributes.push(KeyValue::new(semconv::NETWORK_PEER_PORT, i64::from(peer.port())));
+}
+
+/// `Host` header → (host, port): `example.com:8080`, `[::1]:80`, `example.com`.
+fn split_host(host: Option<&str>) -> (Option<&str>, Option<u16>) {
+    let Some(h) = host.map(str::trim).filter(|h| !h.is_empty()) else {
+        return (None, None);
+    };
+    if let Some(rest) = h.strip_prefix('[') {
+        let Some((addr, tail)) = rest.split_once(']') else { return (Some(h), None) };
+        let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+        return (Some(addr), port);
+    }
+    match h.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => match port.parse() {
+            Ok(p) => (Some(name), Some(p)),
+            Err(_) => (Some(h), None),
+        },
+        _ => (Some(h), None),
+    }
+}
+
+/// W3C Trace Context `traceparent` → remote span context (RFC-like spec:
+/// <https://www.w3.org/TR/trace-context/#traceparent-header>), parsed by the SDK's propagator.
+fn parse_traceparent(value: &str) -> Option<SpanContext> {
+    let carrier = HashMap::from([("traceparent".to_owned(), value.to_owned())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::ConnInfo;
+    use opentelemetry::Value;
+
+    fn exchange(role: Role, status: u16, method: &str) -> Exchange {
+        Exchange {
+            conn: ConnInfo {
+                role,
+                local: "127.0.0.1:8080".parse().unwrap(),
+                peer: "127.0.0.1:50000".parse().unwrap(),
+                tgid: 42,
+            },
+            start_ns: 1_000,
+            end_ns: 3_500,
+            kind: ExchangeKind::Http(HttpExchange {
+                method: method.into(),
+                path: "/users/7".into(),
+                version_minor: 1,
+                host: Some("example.test:8080".into()),
+                user_agent: Some("curl/7.88.1".into()),
+                traceparent: None,
+                status,
+                request_body_bytes: 0,
+                response_body_bytes: 12,
+            }),
+        }
+    }
+
+    fn attr<'a>(f: &'a SpanFields, key: &str) -> Option<&'a Value> {
+        f.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| &kv.value)
+    }
+
+    #[test]
+    fn server_span_fields() {
+        let f = from_exchange(&exchange(Role::Server, 200, "GET"), &Clock::with_offset_ns(0));
+        assert_eq!(f.name, "GET");
+        assert_eq!(f.kind, SpanKind::Server);
+        assert_eq!(f.end.duration_since(f.start).unwrap().as_nanos(), 2_500);
+        assert_eq!(attr(&f, "http.response.status_code"), Some(&Value::I64(200)));
+        assert_eq!(attr(&f, "server.address"), Some(&Value::from("example.test")));
+        assert_eq!(attr(&f, "server.port"), Some(&Value::I64(8080)));
+        assert_eq!(attr(&f, "client.address"), Some(&Value::from("127.0.0.1")));
+        assert_eq!(attr(&f, "network.peer.port"), Some(&Value::I64(50000)));
+        assert_eq!(attr(&f, "url.path"), Some(&Value::from("/users/7")));
+        assert_eq!(f.status, Status::Unset);
+    }
+
+    #[test]
+    fn status_rules_differ_by_role() {
+        let c = Clock::with_offset_ns(0);
+        assert_eq!(from_exchange(&exchange(Role::Server, 404, "GET"), &c).status, Status::Unset);
+        assert!(matches!(from_exchange(&exchange(Role::Server, 503, "GET"), &c).status, Status::Error { .. }));
+        let client = from_exchange(&exchange(Role::Client, 404, "GET"), &c);
+        assert!(matches!(client.status, Status::Error { .. }));
+        assert_eq!(attr(&client, "error.type"), Some(&Value::from("404")));
+        assert_eq!(attr(&client, "client.address"), None);
+    }
+
+    #[test]
+    fn unknown_method_is_other() {
+        let f = from_exchange(&exchange(Role::Server, 200, "PURGE"), &Clock::with_offset_ns(0));
+        assert_eq!(f.name, "HTTP");
+        assert_eq!(attr(&f, "http.request.method"), Some(&Value::from("_OTHER")));
+        assert_eq!(attr(&f, "http.request.method_original"), Some(&Value::from("PURGE")));
+    }
+
+    #[test]
+    fn incoming_traceparent_becomes_parent() {
+        let mut ex = exchange(Role::Server, 200, "GET");
+        let ExchangeKind::Http(h) = &mut ex.kind;
+        h.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        let f = from_exchange(&ex, &Clock::with_offset_ns(0));
+        let p = f.parent.expect("parent");
+        assert_eq!(format!("{:032x}", p.trace_id()), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(p.is_remote());
+        h.traceparent = Some("garbage".into());
+        assert_eq!(from_exchange(&ex, &Clock::with_offset_ns(0)).parent, None);
+    }
+
+    #[test]
+    fn host_header_forms() {
+        assert_eq!(split_host(Some("a.b:81")), (Some("a.b"), Some(81)));
+        assert_eq!(split_host(Some("[::1]:80")), (Some("::1"), Some(80)));
+        assert_eq!(split_host(Some("a.b")), (Some("a.b"), None));
+        assert_eq!(split_host(Some("")), (None, None));
+        assert_eq!(split_host(None), (None, None));
+    }
+}
