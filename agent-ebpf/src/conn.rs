@@ -13,7 +13,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePoi
 
 use crate::{
     helpers::{count, current_ids},
-    maps::{EVENTS, SOCK_SEQ, tp_layout},
+    maps::{EVENTS, SOCK_SEQ, tp_layout, wakeup_flags},
 };
 
 /// `sock:inet_sock_set_state`.
@@ -74,7 +74,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         }
     }
     slot.write(ev);
-    slot.submit(0);
+    slot.submit(wakeup_flags());
     count(Stat::ConnEvents, 1);
     0
 }

@@ -27,7 +27,7 @@ use aya_ebpf::{
 
 use crate::{
     helpers::{count, current_ids},
-    maps::{EVENTS, INFLIGHT, Inflight, SCRATCH, SOCK_SEQ, capture_bytes, self_tgid, tp_layout},
+    maps::{EVENTS, INFLIGHT, Inflight, SCRATCH, SOCK_SEQ, capture_bytes, self_tgid, tp_layout, wakeup_flags},
 };
 
 /// Offset of the first syscall argument in a `syscalls:sys_enter_*` record
@@ -262,7 +262,7 @@ fn exit(ctx: &TracePointContext) {
             core::ptr::addr_of!(EVENTS).cast_mut().cast(),
             scratch.cast(),
             size as u64,
-            0,
+            wakeup_flags(),
         )
     };
     if ret == 0 {

@@ -9,6 +9,7 @@ use agent_common::{
     stats::STAT_COUNT,
 };
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -60,6 +61,10 @@ pub(crate) static SCRATCH: PerCpuArray<[u8; SCRATCH_BYTES]> = PerCpuArray::with_
 #[unsafe(no_mangle)]
 static SELF_TGID: u32 = 0;
 
+/// Fill level from which records wake the reader (set by userspace).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
+
 /// Payload bytes to capture per syscall, `<= MAX_CAPTURE_BYTES` (set by userspace).
 #[unsafe(no_mangle)]
 static CAPTURE_BYTES: u32 = MAX_CAPTURE_BYTES as u32;
@@ -97,6 +102,18 @@ pub(crate) fn self_tgid() -> u32 {
 pub(crate) fn capture_bytes() -> u32 {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&CAPTURE_BYTES) }
+}
+
+/// `bpf_ringbuf_output`/`submit` flags: wake the reader only once `WAKEUP_BYTES` are waiting.
+#[inline(always)]
+pub(crate) fn wakeup_flags() -> u64 {
+    // SAFETY: as above.
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= threshold {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
 }
 
 /// Tracepoint field offsets.

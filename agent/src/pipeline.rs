@@ -47,6 +47,9 @@ pub enum RunError {
 
 /// Batches of exchanges sent from capture to export at once.
 const CAPTURE_TO_EXPORT_BATCHES: usize = 256;
+/// Period at which the ring buffer is drained without a wakeup (records only wake the reader once
+/// an eighth of the ring is full, see `GLOBAL_WAKEUP_BYTES`). Bounds span latency, not loss.
+const DRAIN_PERIOD: Duration = Duration::from_millis(50);
 /// Period of table maintenance (idle connections, stats).
 const MAINTENANCE_PERIOD: Duration = Duration::from_secs(5);
 
@@ -135,6 +138,8 @@ async fn capture_task(
 ) {
     let mut stats = CaptureStats::default();
     let mut maintenance = tokio::time::interval(MAINTENANCE_PERIOD);
+    let mut drain_tick = tokio::time::interval(DRAIN_PERIOD);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_stats_log = Instant::now();
     loop {
         let mut out = Vec::new();
@@ -150,6 +155,7 @@ async fn capture_task(
                 drain(guard.get_inner_mut(), &mut table, &mut stats, &mut out);
                 guard.clear_ready();
             }
+            _ = drain_tick.tick() => drain(ring.get_mut(), &mut table, &mut stats, &mut out),
             _ = maintenance.tick() => {
                 let now = Instant::now();
                 table.gc(now);

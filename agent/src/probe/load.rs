@@ -156,9 +156,12 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
     let layout = tracefs::tracepoint_layout(&tracefs)?;
     raise_memlock_rlimit();
 
+    // Wake the reader when an eighth of the ring is waiting; below that it drains on its timer.
+    let wakeup_bytes = u64::from(params.ring_buffer_bytes / 8);
     let mut ebpf = EbpfLoader::new()
         .override_global(names::GLOBAL_SELF_TGID, &params.self_tgid, true)
         .override_global(names::GLOBAL_CAPTURE_BYTES, &params.capture_bytes, true)
+        .override_global(names::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
         .override_global(names::GLOBAL_TP_LAYOUT, &layout, true)
         .map_max_entries(names::MAP_EVENTS, params.ring_buffer_bytes)
         .load(object)
