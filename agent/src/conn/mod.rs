@@ -18,15 +18,15 @@ use std::{
 };
 
 use agent_common::{
-    ConnEvent,
     event::{AF_INET, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT},
+    ConnEvent,
 };
 
 use crate::{
     config::Selection,
     enrich::process::{ProcessCache, ProcessInfo},
     exchange::{ConnInfo, Exchange, ExchangeKind, Role},
-    proto::{Chunk, http1},
+    proto::{http1, Chunk},
     ringbuf::DataRecord,
 };
 
@@ -139,7 +139,15 @@ impl ConnTable {
             if let Some(old) = self.conns.remove(&ev.sk) {
                 self.finish(old, ev.ts_ns, out);
             }
-            self.opened.insert(ev.sk, Opened { role, local, peer, at: now });
+            self.opened.insert(
+                ev.sk,
+                Opened {
+                    role,
+                    local,
+                    peer,
+                    at: now,
+                },
+            );
             self.stats.add("conn_opened", 1);
         } else if ev.newstate == TCP_CLOSE {
             self.opened.remove(&ev.sk);
@@ -150,9 +158,22 @@ impl ConnTable {
     }
 
     fn finish(&mut self, conn: Conn, ts_ns: u64, out: &mut Vec<Observed>) {
-        if let State::Tracked { info, process, mut tracker, .. } = conn.state {
+        if let State::Tracked {
+            info,
+            process,
+            mut tracker,
+            ..
+        } = conn.state
+        {
             tracker.on_close(ts_ns, &mut self.completed);
-            drain(&mut self.stats, &mut self.completed, &info, &process, &mut tracker, out);
+            drain(
+                &mut self.stats,
+                &mut self.completed,
+                &info,
+                &process,
+                &mut tracker,
+                out,
+            );
         }
     }
 
@@ -161,11 +182,25 @@ impl ConnTable {
         let h = &rec.header;
         if !self.conns.contains_key(&h.sk) {
             let state = self.new_state(rec, now);
-            self.conns.insert(h.sk, Conn { state, last_seen: now });
+            self.conns.insert(
+                h.sk,
+                Conn {
+                    state,
+                    last_seen: now,
+                },
+            );
         }
-        let Some(conn) = self.conns.get_mut(&h.sk) else { return };
+        let Some(conn) = self.conns.get_mut(&h.sk) else {
+            return;
+        };
         conn.last_seen = now;
-        let State::Tracked { info, process, tracker, next_seq } = &mut conn.state else {
+        let State::Tracked {
+            info,
+            process,
+            tracker,
+            next_seq,
+        } = &mut conn.state
+        else {
             return;
         };
         let idx = rec.direction as usize & 1;
@@ -174,10 +209,21 @@ impl ConnTable {
             tracker.on_gap(rec.direction);
         }
         next_seq[idx] = Some(h.seq.wrapping_add(h.len));
-        let chunk =
-            Chunk { start_ns: h.ts_enter_ns, end_ns: h.ts_exit_ns, data: rec.payload, len: h.len };
+        let chunk = Chunk {
+            start_ns: h.ts_enter_ns,
+            end_ns: h.ts_exit_ns,
+            data: rec.payload,
+            len: h.len,
+        };
         tracker.on_chunk(rec.direction, chunk, &mut self.completed);
-        drain(&mut self.stats, &mut self.completed, info, process, tracker, out);
+        drain(
+            &mut self.stats,
+            &mut self.completed,
+            info,
+            process,
+            tracker,
+            out,
+        );
         if tracker.is_not_http() {
             self.stats.add("conn_not_http", 1);
             conn.state = State::Ignored;
@@ -192,12 +238,14 @@ impl ConnTable {
             self.stats.add("conn_filtered", 1);
             return State::Ignored;
         }
-        let (role, local, peer) = match self.opened.remove(&h.sk) {
-            Some(o) => (o.role, o.local, o.peer),
+        // The kernel numbers a socket's bytes from its first record, so on a connection seen
+        // opening, a first record past offset 0 already reveals a loss.
+        let (role, local, peer, first_seq) = match self.opened.remove(&h.sk) {
+            Some(o) => (o.role, o.local, o.peer, Some(0)),
             None => match resolve::resolve(h.tgid, h.fd) {
                 Ok(r) => {
                     self.stats.add("conn_resolved_from_proc", 1);
-                    (r.role, r.local, r.peer)
+                    (r.role, r.local, r.peer, None)
                 }
                 Err(e) => {
                     self.stats.add(
@@ -216,10 +264,15 @@ impl ConnTable {
             return State::Ignored;
         }
         State::Tracked {
-            info: ConnInfo { role, local, peer, tgid: h.tgid },
+            info: ConnInfo {
+                role,
+                local,
+                peer,
+                tgid: h.tgid,
+            },
             process,
             tracker: Box::new(http1::Tracker::new(role)),
-            next_seq: [None, None],
+            next_seq: [first_seq; 2],
         }
     }
 
@@ -227,8 +280,10 @@ impl ConnTable {
     pub fn gc(&mut self, now: Instant) {
         let idle = self.idle_timeout;
         let before = self.conns.len();
-        self.conns.retain(|_, c| now.duration_since(c.last_seen) < idle);
-        self.stats.add("conn_idle_evicted", (before - self.conns.len()) as u64);
+        self.conns
+            .retain(|_, c| now.duration_since(c.last_seen) < idle);
+        self.stats
+            .add("conn_idle_evicted", (before - self.conns.len()) as u64);
         self.opened.retain(|_, o| now.duration_since(o.at) < idle);
         if let Some(cutoff) = now.checked_sub(idle) {
             self.processes.retain_used_since(cutoff);
@@ -270,4 +325,138 @@ fn sockaddr(family: u16, addr: &[u8; 16], port: u16) -> SocketAddr {
         v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
     };
     SocketAddr::new(ip, port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_common::{DataEventHeader, Direction, EventKind, SyscallSource};
+
+    const SK: u64 = 0xffff_8880_1234_5000;
+
+    fn established(sk: u64, oldstate: u32) -> ConnEvent {
+        let mut saddr = [0u8; 16];
+        saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        ConnEvent {
+            kind: EventKind::Conn as u32,
+            family: AF_INET,
+            _pad0: 0,
+            ts_ns: 1,
+            sk,
+            oldstate,
+            newstate: TCP_ESTABLISHED,
+            sport: 8080,
+            dport: 50000,
+            tgid: 0,
+            saddr,
+            daddr: saddr,
+        }
+    }
+
+    fn closed(sk: u64) -> ConnEvent {
+        ConnEvent {
+            newstate: TCP_CLOSE,
+            oldstate: TCP_ESTABLISHED,
+            ..established(sk, 0)
+        }
+    }
+
+    fn data<'a>(dir: Direction, seq: u64, ts: u64, payload: &'a [u8]) -> DataRecord<'a> {
+        DataRecord {
+            header: DataEventHeader {
+                kind: EventKind::Data as u32,
+                direction: dir as u32,
+                ts_enter_ns: ts,
+                ts_exit_ns: ts + 10,
+                sk: SK,
+                seq,
+                len: payload.len() as u64,
+                tgid: std::process::id(),
+                tid: std::process::id(),
+                fd: -1,
+                captured: payload.len() as u32,
+                source: SyscallSource::Read as u32,
+                _pad: 0,
+            },
+            direction: dir,
+            source: SyscallSource::Read,
+            payload,
+        }
+    }
+
+    const REQ: &[u8] = b"GET /a?secret=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    #[test]
+    fn accepted_connection_yields_server_exchange() {
+        let mut t = ConnTable::new(Selection::default(), Duration::from_secs(60));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        t.on_conn_event(&established(SK, TCP_SYN_RECV), now, &mut out);
+        t.on_data(&data(Direction::Ingress, 0, 100, REQ), now, &mut out);
+        t.on_data(&data(Direction::Egress, 0, 200, RESP), now, &mut out);
+        assert_eq!(out.len(), 1);
+        let ex = &out[0].exchange;
+        assert_eq!(ex.conn.role, Role::Server);
+        assert_eq!(ex.conn.local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(ex.conn.peer, "127.0.0.1:50000".parse().unwrap());
+        assert_eq!((ex.start_ns, ex.end_ns), (110, 210));
+        let ExchangeKind::Http(h) = &ex.kind;
+        assert_eq!((h.path.as_str(), h.status), ("/a", 200));
+        t.on_conn_event(&closed(SK), now, &mut out);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn sequence_gap_is_counted_and_resyncs() {
+        let mut t = ConnTable::new(Selection::default(), Duration::from_secs(60));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        t.on_conn_event(&established(SK, TCP_SYN_SENT), now, &mut out);
+        t.on_data(&data(Direction::Egress, 0, 100, REQ), now, &mut out);
+        // A response record was lost: the next one starts past the expected offset.
+        t.on_data(&data(Direction::Ingress, 500, 200, RESP), now, &mut out);
+        assert_eq!(t.stats().counters.get("seq_gap"), Some(&1));
+        t.on_data(
+            &data(Direction::Egress, REQ.len() as u64, 300, REQ),
+            now,
+            &mut out,
+        );
+        t.on_data(
+            &data(Direction::Ingress, 500 + RESP.len() as u64, 400, RESP),
+            now,
+            &mut out,
+        );
+        assert!(out.iter().all(|o| o.exchange.conn.role == Role::Client));
+        assert!(out.iter().any(|o| o.exchange.end_ns == 410), "{out:?}");
+    }
+
+    #[test]
+    fn filtered_port_is_ignored() {
+        let sel = Selection {
+            ports: vec![9999],
+            ..Selection::default()
+        };
+        let mut t = ConnTable::new(sel, Duration::from_secs(60));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        t.on_conn_event(&established(SK, TCP_SYN_RECV), now, &mut out);
+        t.on_data(&data(Direction::Ingress, 0, 100, REQ), now, &mut out);
+        t.on_data(&data(Direction::Egress, 0, 200, RESP), now, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(t.stats().counters.get("conn_filtered"), Some(&1));
+    }
+
+    #[test]
+    fn idle_connections_are_forgotten() {
+        let mut t = ConnTable::new(Selection::default(), Duration::from_secs(1));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        t.on_conn_event(&established(SK, TCP_SYN_RECV), now, &mut out);
+        t.on_data(&data(Direction::Ingress, 0, 100, REQ), now, &mut out);
+        assert_eq!(t.len(), 1);
+        t.gc(now + Duration::from_secs(2));
+        assert!(t.is_empty());
+        assert_eq!(t.stats().counters.get("conn_idle_evicted"), Some(&1));
+    }
 }

@@ -59,7 +59,8 @@ struct Row {
 /// # Errors
 /// [`ResolveError`] when the fd is gone or the socket is not listed.
 pub fn resolve(tgid: u32, fd: i32) -> Result<Resolved, ResolveError> {
-    let link = fs::read_link(format!("/proc/{tgid}/fd/{fd}")).map_err(|_| ResolveError::NotASocket)?;
+    let link =
+        fs::read_link(format!("/proc/{tgid}/fd/{fd}")).map_err(|_| ResolveError::NotASocket)?;
     let inode = socket_inode(&link.to_string_lossy()).ok_or(ResolveError::NotASocket)?;
     let mut rows = Vec::new();
     for file in ["tcp", "tcp6"] {
@@ -71,7 +72,10 @@ pub fn resolve(tgid: u32, fd: i32) -> Result<Resolved, ResolveError> {
 }
 
 fn from_rows(rows: &[Row], inode: u64) -> Result<Resolved, ResolveError> {
-    let row = rows.iter().find(|r| r.inode == inode && r.state != ST_LISTEN).ok_or(ResolveError::NotFound)?;
+    let row = rows
+        .iter()
+        .find(|r| r.inode == inode && r.state != ST_LISTEN)
+        .ok_or(ResolveError::NotFound)?;
     let listening = rows.iter().any(|r| {
         r.state == ST_LISTEN
             && r.local.port() == row.local.port()
@@ -80,13 +84,20 @@ fn from_rows(rows: &[Row], inode: u64) -> Result<Resolved, ResolveError> {
     Ok(Resolved {
         local: row.local,
         peer: row.remote,
-        role: if listening { Role::Server } else { Role::Client },
+        role: if listening {
+            Role::Server
+        } else {
+            Role::Client
+        },
     })
 }
 
 /// `socket:[12345]` → 12345.
 fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// Parses `sl local rem st tx:rx tr:when retr uid timeout inode ...`.
@@ -97,7 +108,12 @@ fn parse_row(line: &str) -> Option<Row> {
     let remote = parse_addr(cols.next()?)?;
     let state = u8::from_str_radix(cols.next()?, 16).ok()?;
     let inode = cols.nth(5)?.parse().ok()?;
-    Some(Row { local, remote, state, inode })
+    Some(Row {
+        local,
+        remote,
+        state,
+        inode,
+    })
 }
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits + port (IPv6). The kernel prints each 32-bit word of

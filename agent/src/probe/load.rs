@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use agent_common::{names, stats::Stat};
 use aya::{
-    Ebpf, EbpfError, EbpfLoader,
     maps::{MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, TracePoint},
+    Ebpf, EbpfError, EbpfLoader,
 };
 
-use super::{HOOKS, Need, tracefs};
+use super::{tracefs, Need, HOOKS};
 
 /// The eBPF object built by `agent/build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -56,7 +56,7 @@ pub enum LoadError {
     },
     /// The object could not be parsed or its maps created.
     #[error("loading the eBPF object failed (are you root? CAP_BPF and CAP_PERFMON are needed)")]
-    Object(#[source] EbpfError),
+    Object(#[source] Box<EbpfError>),
     /// A program in [`HOOKS`] is missing from the object.
     #[error("program `{0}` is missing from the eBPF object")]
     MissingProgram(&'static str),
@@ -83,7 +83,7 @@ pub enum LoadError {
         name: &'static str,
         /// Cause (the verifier log is in its `Debug` form; run with `--log debug` to see it).
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 }
 
@@ -143,8 +143,10 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
     let owned;
     let object: &[u8] = match &params.object {
         Some(path) => {
-            owned = std::fs::read(path)
-                .map_err(|source| LoadError::ReadObject { path: path.clone(), source })?;
+            owned = std::fs::read(path).map_err(|source| LoadError::ReadObject {
+                path: path.clone(),
+                source,
+            })?;
             &owned
         }
         None => EBPF_OBJECT,
@@ -165,7 +167,7 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
         .override_global(names::GLOBAL_TP_LAYOUT, &layout, true)
         .map_max_entries(names::MAP_EVENTS, params.ring_buffer_bytes)
         .load(object)
-        .map_err(LoadError::Object)?;
+        .map_err(|e| LoadError::Object(Box::new(e)))?;
 
     let mut attached = 0usize;
     for hook in HOOKS {
@@ -179,7 +181,12 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
         match result {
             Ok(_) => {
                 attached += 1;
-                tracing::debug!(program = hook.program, "attached tracepoint {}:{}", hook.category, hook.name);
+                tracing::debug!(
+                    program = hook.program,
+                    "attached tracepoint {}:{}",
+                    hook.category,
+                    hook.name
+                );
             }
             Err(source) if hook.need == Need::Optional => {
                 tracing::warn!(
@@ -196,7 +203,7 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
                     program: hook.program,
                     category: hook.category,
                     name: hook.name,
-                    source,
+                    source: Box::new(source),
                 });
             }
         }
@@ -209,20 +216,34 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
     );
 
     let events = RingBuf::try_from(
-        ebpf.take_map(names::MAP_EVENTS).ok_or(LoadError::MissingMap(names::MAP_EVENTS))?,
+        ebpf.take_map(names::MAP_EVENTS)
+            .ok_or(LoadError::MissingMap(names::MAP_EVENTS))?,
     )
-    .map_err(|source| LoadError::Map { name: names::MAP_EVENTS, source })?;
+    .map_err(|source| LoadError::Map {
+        name: names::MAP_EVENTS,
+        source,
+    })?;
     let stats = PerCpuArray::try_from(
-        ebpf.take_map(names::MAP_STATS).ok_or(LoadError::MissingMap(names::MAP_STATS))?,
+        ebpf.take_map(names::MAP_STATS)
+            .ok_or(LoadError::MissingMap(names::MAP_STATS))?,
     )
-    .map_err(|source| LoadError::Map { name: names::MAP_STATS, source })?;
-    Ok(Probes { attached: Attached { _ebpf: ebpf, stats }, events })
+    .map_err(|source| LoadError::Map {
+        name: names::MAP_STATS,
+        source,
+    })?;
+    Ok(Probes {
+        attached: Attached { _ebpf: ebpf, stats },
+        events,
+    })
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use the memory cgroup.
 /// Raising it may fail without CAP_SYS_RESOURCE, which is harmless on those newer kernels.
 fn raise_memlock_rlimit() {
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain syscall with a valid pointer.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK (fine on Linux 5.11+)");

@@ -6,7 +6,7 @@
 mod load;
 mod tracefs;
 
-pub use load::{Attached, LoadError, LoadParams, Probes, load};
+pub use load::{load, Attached, LoadError, LoadParams, Probes};
 
 /// Whether the agent can run without a hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +31,12 @@ pub struct Hook {
 }
 
 const fn tp(program: &'static str, category: &'static str, need: Need) -> Hook {
-    Hook { program, category, name: program, need }
+    Hook {
+        program,
+        category,
+        name: program,
+        need,
+    }
 }
 
 /// Every program of `agent-ebpf` and its tracepoint. The socket-identity tracepoints

@@ -30,7 +30,13 @@ pub(super) fn ensure_mounted() -> Result<PathBuf, LoadError> {
     let fstype = CString::new("tracefs").expect("no NUL in a constant");
     // SAFETY: valid NUL-terminated strings; no data argument.
     let rc = unsafe {
-        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(LoadError::Tracefs {
@@ -50,7 +56,11 @@ pub(super) fn field_offsets(
     category: &str,
     name: &str,
 ) -> Result<HashMap<String, u32>, LoadError> {
-    let path = tracefs.join("events").join(category).join(name).join("format");
+    let path = tracefs
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
     let text = fs::read_to_string(&path).map_err(|source| LoadError::TracepointFormat {
         tracepoint: format!("{category}:{name}"),
         source,
@@ -74,7 +84,11 @@ fn parse_format(text: &str) -> HashMap<String, u32> {
         }
         if let (Some(decl), Some(offset)) = (decl, offset) {
             let last = decl.split_whitespace().last().unwrap_or_default();
-            let name = last.split('[').next().unwrap_or_default().trim_start_matches('*');
+            let name = last
+                .split('[')
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches('*');
             out.insert(name.to_owned(), offset);
         }
     }
@@ -90,10 +104,12 @@ pub(super) fn tracepoint_layout(tracefs: &Path) -> Result<TracepointLayout, Load
     let recv = field_offsets(tracefs, "sock", "sock_recv_length")?;
     let state = field_offsets(tracefs, "sock", "inet_sock_set_state")?;
     let get = |map: &HashMap<String, u32>, tp: &str, field: &str| {
-        map.get(field).copied().ok_or_else(|| LoadError::TracepointField {
-            tracepoint: tp.to_owned(),
-            field: field.to_owned(),
-        })
+        map.get(field)
+            .copied()
+            .ok_or_else(|| LoadError::TracepointField {
+                tracepoint: tp.to_owned(),
+                field: field.to_owned(),
+            })
     };
     // Both length tracepoints share one event class; check they agree.
     for f in ["sk", "family", "protocol", "flags"] {

@@ -12,7 +12,10 @@ pub struct Clock {
 }
 
 fn now_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer; both clocks always exist on Linux.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
@@ -23,12 +26,16 @@ impl Clock {
     pub fn sample() -> Self {
         let mono = now_ns(libc::CLOCK_MONOTONIC);
         let real = now_ns(libc::CLOCK_REALTIME);
-        Self { realtime_minus_monotonic_ns: real - mono }
+        Self {
+            realtime_minus_monotonic_ns: real - mono,
+        }
     }
 
     /// A clock with a fixed offset (tests).
     pub fn with_offset_ns(realtime_minus_monotonic_ns: i128) -> Self {
-        Self { realtime_minus_monotonic_ns }
+        Self {
+            realtime_minus_monotonic_ns,
+        }
     }
 
     /// Wall-clock time of a monotonic timestamp.
@@ -46,10 +53,15 @@ mod tests {
     #[test]
     fn converts_with_offset() {
         let c = Clock::with_offset_ns(1_000);
-        assert_eq!(c.to_system_time(500), UNIX_EPOCH + Duration::from_nanos(1_500));
+        assert_eq!(
+            c.to_system_time(500),
+            UNIX_EPOCH + Duration::from_nanos(1_500)
+        );
         let sampled = Clock::sample();
         let now = sampled.to_system_time(now_ns(libc::CLOCK_MONOTONIC) as u64);
-        let delta = now.duration_since(SystemTime::now()).unwrap_or_else(|e| e.duration());
+        let delta = now
+            .duration_since(SystemTime::now())
+            .unwrap_or_else(|e| e.duration());
         assert!(delta < Duration::from_secs(1), "{delta:?}");
     }
 }

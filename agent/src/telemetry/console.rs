@@ -11,11 +11,11 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use opentelemetry::{Value, trace::SpanKind, trace::Status};
+use opentelemetry::{trace::SpanKind, trace::Status, Value};
 use opentelemetry_sdk::{
-    Resource,
     error::OTelSdkResult,
     trace::{SpanData, SpanExporter},
+    Resource,
 };
 
 use super::semconv;
@@ -40,14 +40,18 @@ impl SpanExporter for ConsoleExporter {
 
     fn set_resource(&mut self, resource: &Resource) {
         let get = |k: &str| resource.get(&opentelemetry::Key::from(k.to_owned()));
-        let name = get(semconv::SERVICE_NAME).map_or_else(|| "unknown".to_owned(), |v| v.to_string());
+        let name =
+            get(semconv::SERVICE_NAME).map_or_else(|| "unknown".to_owned(), |v| v.to_string());
         let pid = get(semconv::PROCESS_PID).map_or_else(|| "?".to_owned(), |v| v.to_string());
         self.process = format!("{name}[{pid}]");
     }
 }
 
 fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
-    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| &kv.value)
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| &kv.value)
 }
 
 /// Appends the line for one span (with `\n`) to `out`.
@@ -62,14 +66,25 @@ pub fn format_line(out: &mut String, process: &str, span: &SpanData) {
     let dash = Value::from("-");
     let path = attr(span, semconv::URL_PATH).unwrap_or(&dash);
     let status = attr(span, semconv::HTTP_RESPONSE_STATUS_CODE).unwrap_or(&dash);
-    let dur = span.end_time.duration_since(span.start_time).unwrap_or_default();
+    let dur = span
+        .end_time
+        .duration_since(span.start_time)
+        .unwrap_or_default();
     let peer = format!(
         "{}:{}",
         attr(span, semconv::NETWORK_PEER_ADDRESS).unwrap_or(&dash),
         attr(span, semconv::NETWORK_PEER_PORT).unwrap_or(&dash)
     );
-    let arrow = if span.span_kind == SpanKind::Server { "<-" } else { "->" };
-    let err = if matches!(span.status, Status::Error { .. }) { " ERROR" } else { "" };
+    let arrow = if span.span_kind == SpanKind::Server {
+        "<-"
+    } else {
+        "->"
+    };
+    let err = if matches!(span.status, Status::Error { .. }) {
+        " ERROR"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
         "{} {kind} {process} {} {path} {status}{err} {:.3}ms {arrow}{peer} trace={}",

@@ -13,13 +13,14 @@ use std::{
 };
 
 use opentelemetry::{
-    Context, KeyValue,
     trace::{Span as _, TraceContextExt as _, Tracer as _, TracerProvider as _},
+    Context, KeyValue,
 };
 use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
-    Resource, runtime,
-    trace::{SdkTracer, SdkTracerProvider, span_processor_with_async_runtime::BatchSpanProcessor},
+    runtime,
+    trace::{span_processor_with_async_runtime::BatchSpanProcessor, SdkTracer, SdkTracerProvider},
+    Resource,
 };
 
 use super::{clock::Clock, console::ConsoleExporter, semconv, span};
@@ -69,15 +70,29 @@ impl Exporter {
     /// [`ExportError::Endpoint`] for an unparsable gRPC endpoint.
     pub fn new(export: Export, host_name: String, clock: Clock) -> Result<Self, ExportError> {
         let channel = match &export {
-            Export::Otlp { endpoint, protocol: OtlpProtocol::Grpc, timeout } => Some(
+            Export::Otlp {
+                endpoint,
+                protocol: OtlpProtocol::Grpc,
+                timeout,
+            } => Some(
                 tonic::transport::Endpoint::from_shared(endpoint.clone())
-                    .map_err(|source| ExportError::Endpoint { endpoint: endpoint.clone(), source })?
+                    .map_err(|source| ExportError::Endpoint {
+                        endpoint: endpoint.clone(),
+                        source,
+                    })?
                     .timeout(*timeout)
                     .connect_lazy(),
             ),
             _ => None,
         };
-        Ok(Self { export, channel, host_name, clock, services: HashMap::new(), spans: 0 })
+        Ok(Self {
+            export,
+            channel,
+            host_name,
+            clock,
+            services: HashMap::new(),
+            spans: 0,
+        })
     }
 
     /// Spans recorded so far.
@@ -97,9 +112,15 @@ impl Exporter {
             KeyValue::new(semconv::HOST_NAME, self.host_name.clone()),
         ];
         if let Some(path) = &p.exe_path {
-            attrs.push(KeyValue::new(semconv::PROCESS_EXECUTABLE_PATH, path.clone()));
+            attrs.push(KeyValue::new(
+                semconv::PROCESS_EXECUTABLE_PATH,
+                path.clone(),
+            ));
         }
-        Resource::builder().with_service_name(p.exe_name.clone()).with_attributes(attrs).build()
+        Resource::builder()
+            .with_service_name(p.exe_name.clone())
+            .with_attributes(attrs)
+            .build()
     }
 
     fn new_service(&self, p: &ProcessInfo) -> Result<Service, ExportError> {
@@ -109,13 +130,19 @@ impl Exporter {
             Export::Console => builder.with_span_processor(
                 BatchSpanProcessor::builder(ConsoleExporter::default(), runtime::Tokio).build(),
             ),
-            Export::Otlp { endpoint, protocol, timeout } => {
+            Export::Otlp {
+                endpoint,
+                protocol,
+                timeout,
+            } => {
                 let exporter = match (protocol, &self.channel) {
-                    (OtlpProtocol::Grpc, Some(channel)) => opentelemetry_otlp::SpanExporter::builder()
-                        .with_tonic()
-                        .with_channel(channel.clone())
-                        .with_timeout(*timeout)
-                        .build(),
+                    (OtlpProtocol::Grpc, Some(channel)) => {
+                        opentelemetry_otlp::SpanExporter::builder()
+                            .with_tonic()
+                            .with_channel(channel.clone())
+                            .with_timeout(*timeout)
+                            .build()
+                    }
                     _ => opentelemetry_otlp::SpanExporter::builder()
                         .with_http()
                         .with_protocol(Protocol::HttpBinary)
@@ -124,12 +151,18 @@ impl Exporter {
                         .build(),
                 }
                 .map_err(ExportError::Build)?;
-                builder.with_span_processor(BatchSpanProcessor::builder(exporter, runtime::Tokio).build())
+                builder.with_span_processor(
+                    BatchSpanProcessor::builder(exporter, runtime::Tokio).build(),
+                )
             }
         };
         let provider = builder.build();
         let tracer = provider.tracer(semconv::SCOPE_NAME);
-        Ok(Service { provider, tracer, last_used: Instant::now() })
+        Ok(Service {
+            provider,
+            tracer,
+            last_used: Instant::now(),
+        })
     }
 
     /// Records the span of one exchange.
@@ -141,7 +174,9 @@ impl Exporter {
             let service = self.new_service(&obs.process)?;
             self.services.insert(Arc::clone(&obs.process), service);
         }
-        let Some(service) = self.services.get_mut(&obs.process) else { return Ok(()) };
+        let Some(service) = self.services.get_mut(&obs.process) else {
+            return Ok(());
+        };
         service.last_used = now;
         let fields = span::from_exchange(&obs.exchange, &self.clock);
         let builder = service
@@ -190,7 +225,9 @@ async fn shutdown(provider: SdkTracerProvider) {
     let result = tokio::task::spawn_blocking(move || provider.shutdown()).await;
     match result {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "span provider shutdown failed; unexported spans were lost"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "span provider shutdown failed; unexported spans were lost")
+        }
         Err(e) => tracing::warn!(error = %e, "span provider shutdown task failed"),
     }
 }

@@ -4,9 +4,9 @@
 use std::{collections::HashMap, net::SocketAddr, time::SystemTime};
 
 use opentelemetry::{
-    KeyValue,
     propagation::TextMapPropagator,
     trace::{SpanContext, SpanKind, Status, TraceContextExt},
+    KeyValue,
 };
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
@@ -33,8 +33,9 @@ pub struct SpanFields {
 }
 
 /// Methods the semantic conventions name (RFC 9110 §9 plus PATCH, RFC 5789); others are `_OTHER`.
-const KNOWN_METHODS: [&str; 9] =
-    ["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"];
+const KNOWN_METHODS: [&str; 9] = [
+    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
+];
 
 /// Maps an exchange to span fields.
 pub fn from_exchange(ex: &Exchange, clock: &Clock) -> SpanFields {
@@ -48,12 +49,21 @@ fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock) -> SpanFields {
     let known = KNOWN_METHODS.contains(&http.method.as_str());
     let mut attributes = Vec::with_capacity(16);
     if known {
-        attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD, http.method.clone()));
+        attributes.push(KeyValue::new(
+            semconv::HTTP_REQUEST_METHOD,
+            http.method.clone(),
+        ));
     } else {
         attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD, "_OTHER"));
-        attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD_ORIGINAL, http.method.clone()));
+        attributes.push(KeyValue::new(
+            semconv::HTTP_REQUEST_METHOD_ORIGINAL,
+            http.method.clone(),
+        ));
     }
-    attributes.push(KeyValue::new(semconv::HTTP_RESPONSE_STATUS_CODE, i64::from(http.status)));
+    attributes.push(KeyValue::new(
+        semconv::HTTP_RESPONSE_STATUS_CODE,
+        i64::from(http.status),
+    ));
     attributes.push(KeyValue::new(semconv::URL_PATH, http.path.clone()));
     attributes.push(KeyValue::new(semconv::URL_SCHEME, "http"));
 
@@ -67,12 +77,19 @@ fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock) -> SpanFields {
     attributes.push(KeyValue::new(semconv::SERVER_ADDRESS, server_address));
     attributes.push(KeyValue::new(semconv::SERVER_PORT, i64::from(server_port)));
     if role == Role::Server {
-        attributes.push(KeyValue::new(semconv::CLIENT_ADDRESS, peer.ip().to_string()));
+        attributes.push(KeyValue::new(
+            semconv::CLIENT_ADDRESS,
+            peer.ip().to_string(),
+        ));
     }
     push_peer(&mut attributes, peer);
     attributes.push(KeyValue::new(
         semconv::NETWORK_PROTOCOL_VERSION,
-        if http.version_minor == 0 { "1.0" } else { "1.1" },
+        if http.version_minor == 0 {
+            "1.0"
+        } else {
+            "1.1"
+        },
     ));
     if let Some(ua) = &http.user_agent {
         attributes.push(KeyValue::new(semconv::USER_AGENT_ORIGINAL, ua.clone()));
@@ -101,7 +118,11 @@ fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock) -> SpanFields {
         Role::Client => None,
     };
     SpanFields {
-        name: if known { http.method.clone() } else { "HTTP".to_owned() },
+        name: if known {
+            http.method.clone()
+        } else {
+            "HTTP".to_owned()
+        },
         kind: match role {
             Role::Server => SpanKind::Server,
             Role::Client => SpanKind::Client,
@@ -115,8 +136,14 @@ fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock) -> SpanFields {
 }
 
 fn push_peer(attributes: &mut Vec<KeyValue>, peer: SocketAddr) {
-    attributes.push(KeyValue::new(semconv::NETWORK_PEER_ADDRESS, peer.ip().to_string()));
-    attributes.push(KeyValue::new(semconv::NETWORK_PEER_PORT, i64::from(peer.port())));
+    attributes.push(KeyValue::new(
+        semconv::NETWORK_PEER_ADDRESS,
+        peer.ip().to_string(),
+    ));
+    attributes.push(KeyValue::new(
+        semconv::NETWORK_PEER_PORT,
+        i64::from(peer.port()),
+    ));
 }
 
 /// `Host` header → (host, port): `example.com:8080`, `[::1]:80`, `example.com`.
@@ -125,7 +152,9 @@ fn split_host(host: Option<&str>) -> (Option<&str>, Option<u16>) {
         return (None, None);
     };
     if let Some(rest) = h.strip_prefix('[') {
-        let Some((addr, tail)) = rest.split_once(']') else { return (Some(h), None) };
+        let Some((addr, tail)) = rest.split_once(']') else {
+            return (Some(h), None);
+        };
         let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
         return (Some(addr), port);
     }
@@ -178,17 +207,29 @@ mod tests {
     }
 
     fn attr<'a>(f: &'a SpanFields, key: &str) -> Option<&'a Value> {
-        f.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| &kv.value)
+        f.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| &kv.value)
     }
 
     #[test]
     fn server_span_fields() {
-        let f = from_exchange(&exchange(Role::Server, 200, "GET"), &Clock::with_offset_ns(0));
+        let f = from_exchange(
+            &exchange(Role::Server, 200, "GET"),
+            &Clock::with_offset_ns(0),
+        );
         assert_eq!(f.name, "GET");
         assert_eq!(f.kind, SpanKind::Server);
         assert_eq!(f.end.duration_since(f.start).unwrap().as_nanos(), 2_500);
-        assert_eq!(attr(&f, "http.response.status_code"), Some(&Value::I64(200)));
-        assert_eq!(attr(&f, "server.address"), Some(&Value::from("example.test")));
+        assert_eq!(
+            attr(&f, "http.response.status_code"),
+            Some(&Value::I64(200))
+        );
+        assert_eq!(
+            attr(&f, "server.address"),
+            Some(&Value::from("example.test"))
+        );
         assert_eq!(attr(&f, "server.port"), Some(&Value::I64(8080)));
         assert_eq!(attr(&f, "client.address"), Some(&Value::from("127.0.0.1")));
         assert_eq!(attr(&f, "network.peer.port"), Some(&Value::I64(50000)));
@@ -199,8 +240,14 @@ mod tests {
     #[test]
     fn status_rules_differ_by_role() {
         let c = Clock::with_offset_ns(0);
-        assert_eq!(from_exchange(&exchange(Role::Server, 404, "GET"), &c).status, Status::Unset);
-        assert!(matches!(from_exchange(&exchange(Role::Server, 503, "GET"), &c).status, Status::Error { .. }));
+        assert_eq!(
+            from_exchange(&exchange(Role::Server, 404, "GET"), &c).status,
+            Status::Unset
+        );
+        assert!(matches!(
+            from_exchange(&exchange(Role::Server, 503, "GET"), &c).status,
+            Status::Error { .. }
+        ));
         let client = from_exchange(&exchange(Role::Client, 404, "GET"), &c);
         assert!(matches!(client.status, Status::Error { .. }));
         assert_eq!(attr(&client, "error.type"), Some(&Value::from("404")));
@@ -209,23 +256,37 @@ mod tests {
 
     #[test]
     fn unknown_method_is_other() {
-        let f = from_exchange(&exchange(Role::Server, 200, "PURGE"), &Clock::with_offset_ns(0));
+        let f = from_exchange(
+            &exchange(Role::Server, 200, "PURGE"),
+            &Clock::with_offset_ns(0),
+        );
         assert_eq!(f.name, "HTTP");
-        assert_eq!(attr(&f, "http.request.method"), Some(&Value::from("_OTHER")));
-        assert_eq!(attr(&f, "http.request.method_original"), Some(&Value::from("PURGE")));
+        assert_eq!(
+            attr(&f, "http.request.method"),
+            Some(&Value::from("_OTHER"))
+        );
+        assert_eq!(
+            attr(&f, "http.request.method_original"),
+            Some(&Value::from("PURGE"))
+        );
     }
 
     #[test]
     fn incoming_traceparent_becomes_parent() {
-        let mut ex = exchange(Role::Server, 200, "GET");
-        let ExchangeKind::Http(h) = &mut ex.kind;
-        h.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
-        let f = from_exchange(&ex, &Clock::with_offset_ns(0));
+        let with_traceparent = |value: &str| {
+            let mut ex = exchange(Role::Server, 200, "GET");
+            let ExchangeKind::Http(h) = &mut ex.kind;
+            h.traceparent = Some(value.into());
+            from_exchange(&ex, &Clock::with_offset_ns(0))
+        };
+        let f = with_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let p = f.parent.expect("parent");
-        assert_eq!(format!("{:032x}", p.trace_id()), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            format!("{:032x}", p.trace_id()),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert!(p.is_remote());
-        h.traceparent = Some("garbage".into());
-        assert_eq!(from_exchange(&ex, &Clock::with_offset_ns(0)).parent, None);
+        assert_eq!(with_traceparent("garbage").parent, None);
     }
 
     #[test]
