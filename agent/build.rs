@@ -16,7 +16,11 @@ fn main() -> anyhow::Result<()> {
     }
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent-ebpf");
     aya_build::build_ebpf(
-        [aya_build::Package { name: "agent-ebpf", root_dir: root, ..Default::default() }],
+        [aya_build::Package {
+            name: "agent-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Custom(EBPF_TOOLCHAIN),
     )
 }

@@ -10,4 +10,6 @@ pub mod limits;
 pub mod names;
 pub mod stats;
 
-pub use event::{ConnEvent, DataEventHeader, Direction, EventKind, SyscallSource, TracepointLayout};
+pub use event::{
+    ConnEvent, DataEventHeader, Direction, EventKind, SyscallSource, TracepointLayout,
+};

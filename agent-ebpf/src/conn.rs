@@ -5,15 +5,17 @@
 //! Other transitions are not sent. Field offsets come from tracefs via `TP_LAYOUT`.
 
 use agent_common::{
-    ConnEvent, EventKind,
-    event::{AF_INET, AF_INET6, IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT},
+    event::{
+        AF_INET, AF_INET6, IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT,
+    },
     stats::Stat,
+    ConnEvent, EventKind,
 };
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 
 use crate::{
     helpers::{count, current_ids},
-    maps::{EVENTS, SOCK_SEQ, tp_layout, wakeup_flags},
+    maps::{tp_layout, wakeup_flags, EVENTS, SOCK_SEQ},
 };
 
 /// `sock:inet_sock_set_state`.
@@ -32,7 +34,8 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
         return 0;
     }
-    let opened = newstate == TCP_ESTABLISHED && (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV);
+    let opened =
+        newstate == TCP_ESTABLISHED && (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV);
     let closed = newstate == TCP_CLOSE;
     if !opened && !closed {
         return 0;
@@ -66,11 +69,21 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     // SAFETY: as above.
     unsafe {
         if family == AF_INET {
-            ev.saddr[..4].copy_from_slice(&ctx.read_at::<[u8; 4]>(l.state_saddr as usize).unwrap_or([0; 4]));
-            ev.daddr[..4].copy_from_slice(&ctx.read_at::<[u8; 4]>(l.state_daddr as usize).unwrap_or([0; 4]));
+            ev.saddr[..4].copy_from_slice(
+                &ctx.read_at::<[u8; 4]>(l.state_saddr as usize)
+                    .unwrap_or([0; 4]),
+            );
+            ev.daddr[..4].copy_from_slice(
+                &ctx.read_at::<[u8; 4]>(l.state_daddr as usize)
+                    .unwrap_or([0; 4]),
+            );
         } else {
-            ev.saddr = ctx.read_at::<[u8; 16]>(l.state_saddr_v6 as usize).unwrap_or([0; 16]);
-            ev.daddr = ctx.read_at::<[u8; 16]>(l.state_daddr_v6 as usize).unwrap_or([0; 16]);
+            ev.saddr = ctx
+                .read_at::<[u8; 16]>(l.state_saddr_v6 as usize)
+                .unwrap_or([0; 16]);
+            ev.daddr = ctx
+                .read_at::<[u8; 16]>(l.state_daddr_v6 as usize)
+                .unwrap_or([0; 16]);
         }
     }
     slot.write(ev);

@@ -14,20 +14,25 @@
 //! from 6.3; the kprobe/fentry variants (issue 5) will feed the same records.
 
 use agent_common::{
-    DataEventHeader, Direction, EventKind, SyscallSource,
     event::{AF_INET, AF_INET6, DATA_HEADER_BYTES, IPPROTO_TCP, MSG_PEEK},
     limits::{MAX_CAPTURE_BYTES, MAX_IOVECS},
     stats::Stat,
+    DataEventHeader, Direction, EventKind, SyscallSource,
 };
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
 
 use crate::{
     helpers::{count, current_ids},
-    maps::{EVENTS, INFLIGHT, Inflight, SCRATCH, SOCK_SEQ, capture_bytes, self_tgid, tp_layout, wakeup_flags},
+    maps::{
+        capture_bytes, self_tgid, tp_layout, wakeup_flags, Inflight, EVENTS, INFLIGHT, SCRATCH,
+        SOCK_SEQ,
+    },
 };
 
 /// Offset of the first syscall argument in a `syscalls:sys_enter_*` record
@@ -62,7 +67,12 @@ fn arg(ctx: &TracePointContext, i: usize) -> u64 {
 
 /// Saves the arguments of a syscall at entry. `buf_is_msghdr`: `arg1` is a `struct user_msghdr *`.
 #[inline(always)]
-fn enter(ctx: &TracePointContext, source: SyscallSource, iov_arg: Option<usize>, buf_is_msghdr: bool) {
+fn enter(
+    ctx: &TracePointContext,
+    source: SyscallSource,
+    iov_arg: Option<usize>,
+    buf_is_msghdr: bool,
+) {
     let (pid_tgid, tgid, _) = current_ids();
     if tgid == self_tgid() {
         return;
@@ -142,7 +152,11 @@ fn copy_user(scratch: *mut u8, off: usize, src: u64, n: usize) -> usize {
     // Masks make both bounds explicit for the verifier: off < MAX, n <= MAX, and the scratch area
     // holds header + 2 * MAX.
     let off = off & (MAX_CAPTURE_BYTES - 1);
-    let n = if n > MAX_CAPTURE_BYTES { MAX_CAPTURE_BYTES } else { n };
+    let n = if n > MAX_CAPTURE_BYTES {
+        MAX_CAPTURE_BYTES
+    } else {
+        n
+    };
     // SAFETY: dst lies within the per-CPU scratch value (see SCRATCH_BYTES); the helper checks src.
     let ret = unsafe {
         read_user_raw(
@@ -226,7 +240,11 @@ fn exit(ctx: &TracePointContext) {
                     break;
                 };
                 let room = want - captured;
-                let n = if (iov.len as usize) < room { iov.len as usize } else { room };
+                let n = if (iov.len as usize) < room {
+                    iov.len as usize
+                } else {
+                    room
+                };
                 let got = copy_user(scratch, captured, iov.base, n);
                 if got != n {
                     break;
@@ -290,15 +308,69 @@ macro_rules! syscall_pair {
     };
 }
 
-syscall_pair!(sys_enter_read, sys_exit_read, SyscallSource::Read, None, false);
-syscall_pair!(sys_enter_write, sys_exit_write, SyscallSource::Write, None, false);
-syscall_pair!(sys_enter_readv, sys_exit_readv, SyscallSource::Readv, Some(2), false);
-syscall_pair!(sys_enter_writev, sys_exit_writev, SyscallSource::Writev, Some(2), false);
-syscall_pair!(sys_enter_recvfrom, sys_exit_recvfrom, SyscallSource::Recvfrom, None, false);
-syscall_pair!(sys_enter_sendto, sys_exit_sendto, SyscallSource::Sendto, None, false);
-syscall_pair!(sys_enter_recvmsg, sys_exit_recvmsg, SyscallSource::Recvmsg, None, true);
-syscall_pair!(sys_enter_sendmsg, sys_exit_sendmsg, SyscallSource::Sendmsg, None, true);
-syscall_pair!(sys_enter_sendfile64, sys_exit_sendfile64, SyscallSource::Sendfile, None, false);
+syscall_pair!(
+    sys_enter_read,
+    sys_exit_read,
+    SyscallSource::Read,
+    None,
+    false
+);
+syscall_pair!(
+    sys_enter_write,
+    sys_exit_write,
+    SyscallSource::Write,
+    None,
+    false
+);
+syscall_pair!(
+    sys_enter_readv,
+    sys_exit_readv,
+    SyscallSource::Readv,
+    Some(2),
+    false
+);
+syscall_pair!(
+    sys_enter_writev,
+    sys_exit_writev,
+    SyscallSource::Writev,
+    Some(2),
+    false
+);
+syscall_pair!(
+    sys_enter_recvfrom,
+    sys_exit_recvfrom,
+    SyscallSource::Recvfrom,
+    None,
+    false
+);
+syscall_pair!(
+    sys_enter_sendto,
+    sys_exit_sendto,
+    SyscallSource::Sendto,
+    None,
+    false
+);
+syscall_pair!(
+    sys_enter_recvmsg,
+    sys_exit_recvmsg,
+    SyscallSource::Recvmsg,
+    None,
+    true
+);
+syscall_pair!(
+    sys_enter_sendmsg,
+    sys_exit_sendmsg,
+    SyscallSource::Sendmsg,
+    None,
+    true
+);
+syscall_pair!(
+    sys_enter_sendfile64,
+    sys_exit_sendfile64,
+    SyscallSource::Sendfile,
+    None,
+    false
+);
 
 /// `sock:sock_send_length`: the in-flight egress syscall on this thread is on socket `sk`.
 #[tracepoint]

@@ -5,7 +5,10 @@
 //! - [`conn`]: TCP connection lifecycle from `sock:inet_sock_set_state`.
 #![no_std]
 #![no_main]
-#![allow(unreachable_pub, reason = "aya program macros need `pub fn` for their exported symbols")]
+#![allow(
+    unreachable_pub,
+    reason = "aya program macros need `pub fn` for their exported symbols"
+)]
 
 mod conn;
 mod data;

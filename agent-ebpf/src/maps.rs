@@ -1,12 +1,10 @@
 //! Every map and global of the eBPF side, in one place. Names match `agent_common::names`.
 
 use agent_common::{
-    TracepointLayout,
     event::MAX_DATA_RECORD_BYTES,
-    limits::{
-        DEFAULT_RING_BUF_BYTES, MAX_CAPTURE_BYTES, MAX_INFLIGHT_SYSCALLS, MAX_SOCKETS,
-    },
+    limits::{DEFAULT_RING_BUF_BYTES, MAX_CAPTURE_BYTES, MAX_INFLIGHT_SYSCALLS, MAX_SOCKETS},
     stats::STAT_COUNT,
+    TracepointLayout,
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -47,7 +45,8 @@ pub(crate) static INFLIGHT: HashMap<u64, Inflight> =
 
 /// Next byte offset per socket and direction (`[egress, ingress]`), keyed by `sk`.
 #[map]
-pub(crate) static SOCK_SEQ: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+pub(crate) static SOCK_SEQ: LruHashMap<u64, [u64; 2]> =
+    LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 /// Scratch space big enough for a header plus twice the capture size (so offset + length bounds
 /// are provable to the verifier with a mask).

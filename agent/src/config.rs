@@ -49,11 +49,21 @@ pub struct Cli {
     pub otlp_traces_endpoint: Option<String>,
 
     /// OTLP transport.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum, default_value = "grpc")]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        value_enum,
+        default_value = "grpc"
+    )]
     pub otlp_protocol: OtlpProtocol,
 
     /// OTLP export timeout in milliseconds.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", value_name = "MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_TIMEOUT",
+        value_name = "MS",
+        default_value_t = 10_000
+    )]
     pub otlp_timeout_ms: u64,
 
     /// Payload bytes captured per syscall (HTTP heads must fit; bodies are skipped by length).
@@ -247,7 +257,9 @@ mod tests {
         ]))
         .unwrap();
         match c.export {
-            Export::Otlp { endpoint, protocol, .. } => {
+            Export::Otlp {
+                endpoint, protocol, ..
+            } => {
                 assert_eq!(endpoint, "http://127.0.0.1:4318/v1/traces");
                 assert_eq!(protocol, OtlpProtocol::HttpProtobuf);
             }
@@ -269,7 +281,11 @@ mod tests {
 
     #[test]
     fn selection_needs_every_given_criterion() {
-        let s = Selection { pids: vec![7], ports: vec![80], exe_names: vec!["nginx".into()] };
+        let s = Selection {
+            pids: vec![7],
+            ports: vec![80],
+            exe_names: vec!["nginx".into()],
+        };
         assert!(s.process_matches(7, "nginx"));
         assert!(!s.process_matches(8, "nginx"));
         assert!(!s.process_matches(7, "curl"));

@@ -26,4 +26,4 @@ pub mod proto;
 pub mod ringbuf;
 pub mod telemetry;
 
-pub use pipeline::{RunError, run};
+pub use pipeline::{run, RunError};

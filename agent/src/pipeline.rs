@@ -19,7 +19,7 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
-    io::{Interest, unix::AsyncFd},
+    io::{unix::AsyncFd, Interest},
     sync::{mpsc, watch},
 };
 
@@ -86,7 +86,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let export = tokio::spawn(export_task(export_rx, exporter, config.conn_idle_timeout));
     match &config.export {
         crate::config::Export::Console => tracing::info!("capture ready; printing spans on stdout"),
-        crate::config::Export::Otlp { endpoint, protocol, .. } => {
+        crate::config::Export::Otlp {
+            endpoint, protocol, ..
+        } => {
             tracing::info!(%endpoint, ?protocol, "capture ready; exporting OTLP");
         }
     }
@@ -182,11 +184,25 @@ async fn capture_task(
 fn log_stats(attached: &Attached, table: &ConnTable, stats: &CaptureStats) {
     let kernel = attached
         .read_stats()
-        .map(|v| v.iter().map(|(s, n)| format!("{}={n}", s.name())).collect::<Vec<_>>().join(" "))
+        .map(|v| {
+            v.iter()
+                .map(|(s, n)| format!("{}={n}", s.name()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_else(|e| format!("unreadable ({e})"));
-    let mut conn: Vec<_> = table.stats().counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut conn: Vec<_> = table
+        .stats()
+        .counters
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     conn.sort();
-    let mut decode: Vec<_> = stats.decode_errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut decode: Vec<_> = stats
+        .decode_errors
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     decode.sort();
     tracing::info!(
         records = stats.records,
@@ -197,7 +213,11 @@ fn log_stats(attached: &Attached, table: &ConnTable, stats: &CaptureStats) {
     );
 }
 
-async fn export_task(mut rx: mpsc::Receiver<Vec<Observed>>, mut exporter: Exporter, idle: Duration) {
+async fn export_task(
+    mut rx: mpsc::Receiver<Vec<Observed>>,
+    mut exporter: Exporter,
+    idle: Duration,
+) {
     let mut maintenance = tokio::time::interval(MAINTENANCE_PERIOD);
     let mut errors = 0u64;
     loop {
@@ -217,6 +237,10 @@ async fn export_task(mut rx: mpsc::Receiver<Vec<Observed>>, mut exporter: Export
             _ = maintenance.tick() => exporter.gc(Instant::now(), idle).await,
         }
     }
-    tracing::info!(spans = exporter.spans_recorded(), services = exporter.services(), "flushing spans");
+    tracing::info!(
+        spans = exporter.spans_recorded(),
+        services = exporter.services(),
+        "flushing spans"
+    );
     exporter.shutdown().await;
 }

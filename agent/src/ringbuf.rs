@@ -2,8 +2,8 @@
 //! transmuted into an enum: kinds and directions are checked with `TryFrom`.
 
 use agent_common::{
-    ConnEvent, DataEventHeader, Direction, EventKind, SyscallSource,
     event::{DATA_HEADER_BYTES, MAX_DATA_RECORD_BYTES},
+    ConnEvent, DataEventHeader, Direction, EventKind, SyscallSource,
 };
 
 /// A decoded record, borrowing its payload from the ring buffer.
@@ -89,8 +89,14 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
                 Direction::try_from(header.direction).map_err(DecodeError::Direction)?;
             let source = SyscallSource::try_from(header.source).map_err(DecodeError::Source)?;
             let end = DATA_HEADER_BYTES + header.captured as usize;
-            if end > bytes.len() || end > MAX_DATA_RECORD_BYTES || u64::from(header.captured) > header.len {
-                return Err(DecodeError::Captured { captured: header.captured, size: bytes.len() });
+            if end > bytes.len()
+                || end > MAX_DATA_RECORD_BYTES
+                || u64::from(header.captured) > header.len
+            {
+                return Err(DecodeError::Captured {
+                    captured: header.captured,
+                    size: bytes.len(),
+                });
             }
             Ok(Record::Data(DataRecord {
                 header,
@@ -134,7 +140,9 @@ mod tests {
     #[test]
     fn decodes_data_with_payload() {
         let bytes = data_record(5, 9, b"GET /");
-        let Ok(Record::Data(d)) = decode(&bytes) else { panic!("not data") };
+        let Ok(Record::Data(d)) = decode(&bytes) else {
+            panic!("not data")
+        };
         assert_eq!(d.payload, b"GET /");
         assert_eq!(d.direction, Direction::Ingress);
         assert_eq!(d.source, SyscallSource::Read);

@@ -19,20 +19,28 @@ pub struct ProcessInfo {
 impl ProcessInfo {
     /// Reads `/proc/<tgid>`; missing files give fallbacks, never an error.
     pub fn read(tgid: u32) -> Self {
-        let exe_path = fs::read_link(format!("/proc/{tgid}/exe"))
-            .ok()
-            .map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").to_owned());
+        let exe_path = fs::read_link(format!("/proc/{tgid}/exe")).ok().map(|p| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_owned()
+        });
         let exe_name = exe_path
             .as_deref()
             .and_then(|p| p.rsplit('/').next())
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .or_else(|| {
-                fs::read_to_string(format!("/proc/{tgid}/comm")).ok().map(|s| s.trim().to_owned())
+                fs::read_to_string(format!("/proc/{tgid}/comm"))
+                    .ok()
+                    .map(|s| s.trim().to_owned())
             })
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "unknown".to_owned());
-        Self { tgid, exe_name, exe_path }
+        Self {
+            tgid,
+            exe_name,
+            exe_path,
+        }
     }
 }
 
@@ -79,7 +87,10 @@ mod tests {
         let me = ProcessInfo::read(std::process::id());
         assert!(!me.exe_name.is_empty());
         assert_ne!(me.exe_name, "unknown");
-        assert!(me.exe_path.as_deref().is_some_and(|p| p.ends_with(&me.exe_name)));
+        assert!(me
+            .exe_path
+            .as_deref()
+            .is_some_and(|p| p.ends_with(&me.exe_name)));
     }
 
     #[test]
