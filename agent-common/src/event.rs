@@ -151,6 +151,9 @@ pub struct DataEventHeader {
     pub source: u32,
     /// Explicit padding.
     pub _pad: u32,
+    /// `comm` of the calling thread (`bpf_get_current_comm`, NUL-padded): names short-lived
+    /// processes that exit before userspace can read `/proc/<tgid>`.
+    pub comm: [u8; 16],
 }
 
 /// A TCP state change of an IPv4/IPv6 socket.
@@ -255,7 +258,7 @@ pub const DATA_HEADER_BYTES: usize = size_of::<DataEventHeader>();
 /// Largest data record: header plus [`MAX_CAPTURE_BYTES`].
 pub const MAX_DATA_RECORD_BYTES: usize = DATA_HEADER_BYTES + MAX_CAPTURE_BYTES;
 
-const _: () = assert!(size_of::<DataEventHeader>() == 72);
+const _: () = assert!(size_of::<DataEventHeader>() == 88);
 const _: () = assert!(size_of::<ConnEvent>() == 72);
 const _: () = assert!(size_of::<TracepointLayout>() == 64);
 

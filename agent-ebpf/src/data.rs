@@ -21,7 +21,8 @@ use agent_common::{
 };
 use aya_ebpf::{
     helpers::{
-        bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw,
+        bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated::bpf_probe_read_user as read_user_raw,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -270,6 +271,7 @@ fn exit(ctx: &TracePointContext) {
         captured: captured as u32,
         source: entry.source,
         _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     // SAFETY: the scratch value is larger than the header; unaligned write to a byte buffer.
     unsafe { scratch.cast::<DataEventHeader>().write_unaligned(header) };

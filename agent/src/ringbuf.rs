@@ -127,6 +127,7 @@ mod tests {
             captured,
             source: SyscallSource::Read as u32,
             _pad: 0,
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
         };
         // SAFETY: reading a POD struct as bytes for the test.
         let mut v = unsafe {

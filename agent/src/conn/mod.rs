@@ -233,7 +233,7 @@ impl ConnTable {
     /// Decides how to treat a connection seen for the first time.
     fn new_state(&mut self, rec: &DataRecord<'_>, now: Instant) -> State {
         let h = &rec.header;
-        let process = self.processes.get(h.tgid, now);
+        let process = self.processes.get(h.tgid, &h.comm, now);
         if !self.selection.process_matches(h.tgid, &process.exe_name) {
             self.stats.add("conn_filtered", 1);
             return State::Ignored;
@@ -377,6 +377,7 @@ mod tests {
                 captured: payload.len() as u32,
                 source: SyscallSource::Read as u32,
                 _pad: 0,
+                comm: [0; 16],
             },
             direction: dir,
             source: SyscallSource::Read,

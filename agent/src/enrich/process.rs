@@ -1,7 +1,7 @@
 //! `tgid` → process metadata from `/proc`, cached. Owned by the capture task (one owner per table).
 //!
 //! # Source
-//! `/proc/<tgid>/exe` (readlink) and `/proc/<tgid>/comm`.
+//! `/proc/<tgid>/exe` (readlink), else the `comm` captured with the event.
 
 use std::{collections::HashMap, fs, sync::Arc, time::Instant};
 
@@ -17,23 +17,21 @@ pub struct ProcessInfo {
 }
 
 impl ProcessInfo {
-    /// Reads `/proc/<tgid>`; missing files give fallbacks, never an error.
-    pub fn read(tgid: u32) -> Self {
+    /// Reads `/proc/<tgid>`; when the process is already gone, `comm` (the kernel's thread name
+    /// captured with the event, NUL-padded) names it. Never an error.
+    pub fn read(tgid: u32, comm: &[u8; 16]) -> Self {
         let exe_path = fs::read_link(format!("/proc/{tgid}/exe")).ok().map(|p| {
             p.to_string_lossy()
                 .trim_end_matches(" (deleted)")
                 .to_owned()
         });
+        let comm_end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
         let exe_name = exe_path
             .as_deref()
             .and_then(|p| p.rsplit('/').next())
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
-            .or_else(|| {
-                fs::read_to_string(format!("/proc/{tgid}/comm"))
-                    .ok()
-                    .map(|s| s.trim().to_owned())
-            })
+            .or_else(|| Some(String::from_utf8_lossy(&comm[..comm_end]).into_owned()))
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "unknown".to_owned());
         Self {
@@ -52,11 +50,11 @@ pub struct ProcessCache {
 
 impl ProcessCache {
     /// Returns the cached info for `tgid`, reading `/proc` on first use.
-    pub fn get(&mut self, tgid: u32, now: Instant) -> Arc<ProcessInfo> {
+    pub fn get(&mut self, tgid: u32, comm: &[u8; 16], now: Instant) -> Arc<ProcessInfo> {
         let entry = self
             .entries
             .entry(tgid)
-            .or_insert_with(|| (Arc::new(ProcessInfo::read(tgid)), now));
+            .or_insert_with(|| (Arc::new(ProcessInfo::read(tgid, comm)), now));
         entry.1 = now;
         Arc::clone(&entry.0)
     }
@@ -84,7 +82,7 @@ mod tests {
 
     #[test]
     fn reads_own_process() {
-        let me = ProcessInfo::read(std::process::id());
+        let me = ProcessInfo::read(std::process::id(), &[0; 16]);
         assert!(!me.exe_name.is_empty());
         assert_ne!(me.exe_name, "unknown");
         assert!(me
@@ -95,8 +93,10 @@ mod tests {
 
     #[test]
     fn missing_process_falls_back() {
-        let gone = ProcessInfo::read(u32::MAX - 1);
+        let gone = ProcessInfo::read(u32::MAX - 1, &[0; 16]);
         assert_eq!(gone.exe_name, "unknown");
         assert_eq!(gone.exe_path, None);
+        let curl = ProcessInfo::read(u32::MAX - 1, b"curl\0\0\0\0\0\0\0\0\0\0\0\0");
+        assert_eq!(curl.exe_name, "curl");
     }
 }
