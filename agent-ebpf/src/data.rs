@@ -21,11 +21,12 @@ use agent_common::{
 };
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel_buf, bpf_probe_read_user,
         generated::bpf_probe_read_user as read_user_raw,
     },
     macros::tracepoint,
     programs::TracePointContext,
+    EbpfContext as _,
 };
 
 use crate::{
@@ -113,6 +114,25 @@ fn enter(
     }
 }
 
+/// Bytes of a `sock_{send,recv}_length` record read at once (its fields end at 28 on 6.18).
+const LEN_RECORD_WINDOW: usize = 32;
+
+/// `N` bytes at `off` within `head`, if they fit.
+#[inline(always)]
+fn field<const N: usize>(head: &[u8; LEN_RECORD_WINDOW], off: u32) -> Option<[u8; N]> {
+    let off = off as usize;
+    if off > LEN_RECORD_WINDOW - N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = *head.get(off + i)?;
+        i += 1;
+    }
+    Some(out)
+}
+
 /// Marks the in-flight syscall of this thread as being on TCP socket `sk`.
 #[inline(always)]
 fn mark_socket(ctx: &TracePointContext, dir: Direction) {
@@ -121,14 +141,23 @@ fn mark_socket(ctx: &TracePointContext, dir: Direction) {
         return;
     };
     let l = tp_layout();
-    // SAFETY: offsets come from this kernel's tracefs format file.
-    let (sk, family, protocol, flags) = unsafe {
-        (
-            ctx.read_at::<u64>(l.len_sk as usize).unwrap_or(0),
-            ctx.read_at::<u16>(l.len_family as usize).unwrap_or(0),
-            ctx.read_at::<u16>(l.len_protocol as usize).unwrap_or(0),
-            ctx.read_at::<i32>(l.len_flags as usize).unwrap_or(0),
-        )
+    // One helper call for the whole record head instead of one per field; the fields are then
+    // picked out at the offsets tracefs gave (bounds-checked, so a kernel with a wider record just
+    // fails the check instead of reading garbage).
+    let mut head = [0u8; LEN_RECORD_WINDOW];
+    // SAFETY: `ctx` points at the tracepoint record, at least as long as its last field.
+    if unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast::<u8>().cast_const(), &mut head) }
+        .is_err()
+    {
+        return;
+    }
+    let (Some(sk), Some(family), Some(protocol), Some(flags)) = (
+        field::<8>(&head, l.len_sk).map(u64::from_ne_bytes),
+        field::<2>(&head, l.len_family).map(u16::from_ne_bytes),
+        field::<2>(&head, l.len_protocol).map(u16::from_ne_bytes),
+        field::<4>(&head, l.len_flags).map(i32::from_ne_bytes),
+    ) else {
+        return;
     };
     if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
         return;
