@@ -1,0 +1,58 @@
+"""HTTP/1.1 test client (stdlib http.client), printing one line per request:
+"<status> <body bytes> <local port>".
+
+Usage:
+  http_client.py keepalive PORT PATH...   one keep-alive connection, one GET per PATH, in order
+  http_client.py parallel PORT N PATH     N threads, each its own connection and one GET, all
+                                          connected before any request is sent (a barrier)
+Exits non-zero when a request fails (not on 4xx/5xx).
+"""
+import http.client
+import sys
+import threading
+
+
+def keepalive(port, paths):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for path in paths:
+        conn.request("GET", path)
+        local_port = conn.sock.getsockname()[1]  # before the response: a `Connection: close` drops sock
+        resp = conn.getresponse()
+        body = resp.read()
+        print(resp.status, len(body), local_port, flush=True)
+    conn.close()
+
+
+def parallel(port, n, path):
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def one(i):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.connect()
+        barrier.wait(timeout=60)
+        conn.request("GET", path)
+        local_port = conn.sock.getsockname()[1]
+        resp = conn.getresponse()
+        body = resp.read()
+        results[i] = (resp.status, len(body), local_port)
+        conn.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if any(r is None for r in results):
+        sys.exit("some requests failed")
+    for status, size, local_port in results:
+        print(status, size, local_port)
+
+
+mode, port = sys.argv[1], int(sys.argv[2])
+if mode == "keepalive":
+    keepalive(port, sys.argv[3:])
+elif mode == "parallel":
+    parallel(port, int(sys.argv[3]), sys.argv[4])
+else:
+    sys.exit(f"unknown mode {mode}")

@@ -1,0 +1,132 @@
+//! Harness for the privileged end-to-end tests: real peers, the real agent, a real OTLP receiver.
+//!
+//! # Layout
+//! - [`process`]: child processes with logs in files, killed by PID when dropped.
+//! - [`otlp`]: the independent OTLP sink (`peers/otlp_sink.py`, official protos + grpcio) and the
+//!   rotel gateway in front of it.
+//! - [`span`]: the sink's JSON lines flattened into [`Span`]s.
+//! - [`agent`]: `$SONDE_BIN` started with filters and an exporter, ready once it logs `capture ready`.
+//! - [`peers`]: servers (Python `http.server`, nginx) and clients (curl, Python `http.client`, raw TCP).
+//! - [`expect`]: the attribute contract of an HTTP span, checked field by field.
+//! - [`world`]: one test's temp dir + sink (+ rotel) + server + agent, torn down in that reverse order.
+//!
+//! Each test builds its own world in a [`TempDir`] on fresh loopback ports, drives real traffic, stops
+//! the agent with SIGTERM (which flushes), then asserts exact span counts. Every process a test starts
+//! is killed by PID when its guard drops, also when the test panics; the logs of every process are then
+//! printed, and the temp dir is kept.
+
+pub mod agent;
+pub mod expect;
+pub mod otlp;
+pub mod peers;
+pub mod process;
+pub mod span;
+pub mod world;
+
+use std::{
+    env, fs,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+pub use agent::{Agent, Export};
+pub use otlp::{OtlpSink, Rotel};
+pub use span::{AttrValue, Span};
+pub use world::{Peer, Via, Watch, World};
+
+/// Whether the tests run as root (they load eBPF programs).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Returns from the test, printing `skipping: needs root`, unless running as root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            println!("skipping: needs root");
+            return;
+        }
+    };
+}
+
+/// A loopback port that was free a moment ago (bound to `127.0.0.1:0`, read, released).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener
+        .local_addr()
+        .expect("local_addr of a bound listener")
+        .port()
+}
+
+/// `tests/peers`, where the peer programs and configs live.
+pub fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
+}
+
+/// This machine's host name, as the agent should report it in `host.name`.
+pub fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("read /proc/sys/kernel/hostname")
+        .trim()
+        .to_owned()
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
+pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A per-test scratch directory, removed on drop unless the test panicked (then kept and printed).
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `$TMPDIR/sonde-e2e-<name>-<pid>-<n>-<nanos>`.
+    pub fn new(name: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = env::temp_dir().join(format!(
+            "sonde-e2e-{name}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        Self { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("kept test files in {}", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}

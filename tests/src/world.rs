@@ -1,0 +1,162 @@
+//! One test's world: a temp dir, the OTLP sink (optionally behind rotel), a server peer, and the
+//! agent filtered to that server's port. Fields drop in declaration order, so the agent is killed
+//! first and the temp dir (kept on failure) last.
+
+use std::time::Duration;
+
+use crate::{
+    agent::{Agent, Export},
+    otlp::{OtlpSink, Rotel},
+    peers::{self, Server},
+    span::{describe, Span},
+    TempDir,
+};
+
+/// How long spans may take to reach the sink once the traffic is over.
+pub const SPAN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long rotel gets to forward the agent's last export.
+const GATEWAY_SETTLE: Duration = Duration::from_secs(1);
+
+/// How the agent exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` = the sink's gRPC port.
+    SinkGrpc,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf` and the sink's HTTP port.
+    SinkHttpProtobuf,
+    /// `--otlp-endpoint` + `--otlp-protocol http/protobuf` flags, the sink's HTTP port.
+    SinkHttpFlags,
+    /// gRPC to rotel, which forwards to the sink.
+    Rotel,
+    /// No endpoint: spans printed on the agent's stdout.
+    Console,
+}
+
+/// Which ports the agent is told to watch (`--port`), besides the server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch<'a> {
+    /// Only the server's port.
+    Server,
+    /// The server's port and these.
+    AlsoPorts(&'a [u16]),
+    /// The server's port and the ports the agent exports to (sink, rotel): its own export traffic
+    /// then passes the filter and must be dropped by the agent itself.
+    AlsoExporterPorts,
+}
+
+/// Which server peer to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Python,
+    Nginx,
+}
+
+#[derive(Debug)]
+pub struct World {
+    pub agent: Agent,
+    pub gateway: Option<Rotel>,
+    pub server: Server,
+    pub sink: OtlpSink,
+    pub dir: TempDir,
+}
+
+impl World {
+    /// Python `http.server` peer, agent exporting OTLP/gRPC straight to the sink.
+    pub fn python(name: &str) -> Self {
+        Self::start(name, Peer::Python, Via::SinkGrpc, Watch::Server)
+    }
+
+    /// nginx peer, agent exporting OTLP/gRPC straight to the sink.
+    pub fn nginx(name: &str) -> Self {
+        Self::start(name, Peer::Nginx, Via::SinkGrpc, Watch::Server)
+    }
+
+    /// Starts everything; the agent gets `--port` for every port `watch` names.
+    pub fn start(name: &str, peer: Peer, via: Via, watch: Watch<'_>) -> Self {
+        let dir = TempDir::new(name);
+        let sink = OtlpSink::start(&dir);
+        let server = match peer {
+            Peer::Python => peers::python_http_server(&dir),
+            Peer::Nginx => peers::nginx(&dir),
+        };
+        let gateway = (via == Via::Rotel).then(|| Rotel::start(&dir, &sink));
+        let export = match (via, &gateway) {
+            (Via::SinkGrpc, _) => Export::Grpc(sink.grpc_endpoint()),
+            (Via::SinkHttpProtobuf, _) => Export::HttpProtobuf(sink.http_endpoint()),
+            (Via::SinkHttpFlags, _) => Export::Flags {
+                endpoint: sink.http_endpoint(),
+                protocol: "http/protobuf",
+            },
+            (Via::Rotel, Some(rotel)) => Export::Grpc(rotel.grpc_endpoint()),
+            (Via::Console, _) => Export::Console,
+            (Via::Rotel, None) => unreachable!("rotel is started for Via::Rotel"),
+        };
+        let mut ports = vec![server.port()];
+        match watch {
+            Watch::Server => {}
+            Watch::AlsoPorts(extra) => ports.extend_from_slice(extra),
+            Watch::AlsoExporterPorts => {
+                ports.extend([sink.grpc_port(), sink.http_port()]);
+                ports.extend(gateway.as_ref().map(Rotel::grpc_port));
+            }
+        }
+        let agent = Agent::start(&dir, &ports, &[], &export);
+        Self {
+            agent,
+            gateway,
+            server,
+            sink,
+            dir,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// Waits until `expected` spans for the server's port reached the sink (or [`SPAN_TIMEOUT`]),
+    /// stops the agent with SIGTERM (asserting exit status 0: it flushes there), and returns every
+    /// span for that port, so late duplicates count too.
+    pub fn finish(&mut self, expected: usize) -> Vec<Span> {
+        let port = self.port();
+        self.sink
+            .wait_for_spans(|s| s.is_for_port(port), expected, SPAN_TIMEOUT);
+        self.agent.stop_cleanly();
+        if self.gateway.is_some() {
+            // Let rotel forward whatever the agent flushed on SIGTERM (its batch timeout is 200 ms).
+            std::thread::sleep(GATEWAY_SETTLE);
+        }
+        self.sink.spans_where(|s| s.is_for_port(port))
+    }
+
+    /// Asserts exactly `servers` SERVER and `clients` CLIENT spans among `spans` (and nothing else),
+    /// printing them all otherwise.
+    pub fn assert_counts(&self, spans: &[Span], servers: usize, clients: usize) {
+        let got_servers = spans.iter().filter(|s| s.is_server()).count();
+        let got_clients = spans.iter().filter(|s| s.is_client()).count();
+        assert!(
+            got_servers == servers && got_clients == clients && spans.len() == servers + clients,
+            "want exactly {servers} SERVER and {clients} CLIENT spans for port {}, got {got_servers} SERVER, \
+             {got_clients} CLIENT, {} in all:\n{}",
+            self.port(),
+            spans.len(),
+            describe(spans),
+        );
+    }
+}
+
+/// The one span of `kind` (`SPAN_KIND_SERVER`/`SPAN_KIND_CLIENT`) whose `url.path` is `path`.
+pub fn one<'a>(spans: &'a [Span], kind: &str, path: &str) -> &'a Span {
+    let found: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == kind && s.attr_str("url.path") == Some(path))
+        .collect();
+    assert!(
+        found.len() == 1,
+        "want exactly one {kind} span with url.path {path:?}, found {}:\n{}",
+        found.len(),
+        describe(spans)
+    );
+    found[0]
+}
