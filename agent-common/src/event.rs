@@ -171,8 +171,8 @@ pub struct ConnEvent {
     pub kind: u32,
     /// `AF_INET` (2) or `AF_INET6` (10).
     pub family: u16,
-    /// Explicit padding.
-    pub _pad0: u16,
+    /// `CONN_FLAG_*` bits.
+    pub flags: u16,
     /// Time of the state change.
     pub ts_ns: u64,
     /// Kernel address of the `struct sock`.
@@ -241,6 +241,10 @@ pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;
 /// `MSG_PEEK`: data is left in the queue and will be read again.
 pub const MSG_PEEK: i32 = 2;
+
+/// [`ConnEvent::flags`]: the socket was connected by the agent itself (its `connect(2)` ran in the
+/// agent's tgid). Lets userspace recognise the far end of the agent's own export connection.
+pub const CONN_FLAG_OWN: u16 = 1;
 
 /// `TCP_ESTABLISHED` (include/net/tcp_states.h).
 pub const TCP_ESTABLISHED: u32 = 1;

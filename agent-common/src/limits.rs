@@ -23,4 +23,7 @@ pub const MAX_INFLIGHT_SYSCALLS: u32 = 16384;
 /// Capacity of the per-socket sequence table (LRU; one entry per TCP socket seen moving bytes).
 pub const MAX_SOCKETS: u32 = 65536;
 
+/// Capacity of the table of the agent's own client sockets (its export connections).
+pub const MAX_SELF_SOCKETS: u32 = 1024;
+
 const _: () = assert!(MAX_CAPTURE_BYTES.is_power_of_two());

@@ -8,6 +8,8 @@ pub const MAP_STATS: &str = "STATS";
 pub const MAP_INFLIGHT: &str = "INFLIGHT";
 /// Per-socket byte sequence numbers keyed by `sk`.
 pub const MAP_SOCK_SEQ: &str = "SOCK_SEQ";
+/// Sockets the agent itself is connecting or connected with, keyed by `sk`.
+pub const MAP_SELF_SOCKS: &str = "SELF_SOCKS";
 /// Per-CPU scratch space where a data record is assembled before it is copied to the ring buffer.
 pub const MAP_SCRATCH: &str = "SCRATCH";
 

@@ -6,7 +6,8 @@
 
 use agent_common::{
     event::{
-        AF_INET, AF_INET6, IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT,
+        AF_INET, AF_INET6, CONN_FLAG_OWN, IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV,
+        TCP_SYN_SENT,
     },
     stats::Stat,
     ConnEvent, EventKind,
@@ -15,7 +16,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePoi
 
 use crate::{
     helpers::{count, current_ids},
-    maps::{tp_layout, wakeup_flags, EVENTS, SOCK_SEQ},
+    maps::{self_tgid, tp_layout, wakeup_flags, EVENTS, SELF_SOCKS, SOCK_SEQ},
 };
 
 /// `sock:inet_sock_set_state`.
@@ -37,23 +38,35 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let opened =
         newstate == TCP_ESTABLISHED && (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV);
     let closed = newstate == TCP_CLOSE;
-    if !opened && !closed {
+    let connecting = newstate == TCP_SYN_SENT;
+    if !opened && !closed && !connecting {
         return 0;
     }
     // SAFETY: as above.
     let sk = unsafe { ctx.read_at::<u64>(l.state_skaddr as usize) }.unwrap_or(0);
+    let (_, tgid, _) = current_ids();
+    if connecting {
+        // `connect(2)` sets SYN_SENT in the caller's context; ESTABLISHED comes later in softirq,
+        // where the current task is unrelated. Remember the agent's own sockets in between.
+        if tgid == self_tgid() {
+            let _ = SELF_SOCKS.insert(&sk, &1, 0);
+        }
+        return 0;
+    }
+    // SAFETY: plain map lookup of a `u8` value.
+    let own = unsafe { SELF_SOCKS.get(&sk) }.is_some();
     if closed {
         let _ = SOCK_SEQ.remove(&sk);
+        let _ = SELF_SOCKS.remove(&sk);
     }
     let Some(mut slot) = EVENTS.reserve::<ConnEvent>(0) else {
         count(Stat::RingbufFull, 1);
         return 0;
     };
-    let (_, tgid, _) = current_ids();
     let mut ev = ConnEvent {
         kind: EventKind::Conn as u32,
         family,
-        _pad0: 0,
+        flags: if own { CONN_FLAG_OWN } else { 0 },
         // SAFETY: helper without preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         sk,

@@ -2,7 +2,10 @@
 
 use agent_common::{
     event::MAX_DATA_RECORD_BYTES,
-    limits::{DEFAULT_RING_BUF_BYTES, MAX_CAPTURE_BYTES, MAX_INFLIGHT_SYSCALLS, MAX_SOCKETS},
+    limits::{
+        DEFAULT_RING_BUF_BYTES, MAX_CAPTURE_BYTES, MAX_INFLIGHT_SYSCALLS, MAX_SELF_SOCKETS,
+        MAX_SOCKETS,
+    },
     stats::STAT_COUNT,
     TracepointLayout,
 };
@@ -47,6 +50,12 @@ pub(crate) static INFLIGHT: HashMap<u64, Inflight> =
 #[map]
 pub(crate) static SOCK_SEQ: LruHashMap<u64, [u64; 2]> =
     LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+
+/// The agent's own client sockets, from `connect(2)` (the `SYN_SENT` transition runs in the
+/// caller's context) until `CLOSE`.
+#[map]
+pub(crate) static SELF_SOCKS: LruHashMap<u64, u8> =
+    LruHashMap::with_max_entries(MAX_SELF_SOCKETS, 0);
 
 /// Scratch space big enough for a header plus twice the capture size (so offset + length bounds
 /// are provable to the verifier with a mask).

@@ -18,7 +18,7 @@ use std::{
 };
 
 use agent_common::{
-    event::{AF_INET, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT},
+    event::{AF_INET, CONN_FLAG_OWN, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT},
     ConnEvent,
 };
 
@@ -29,6 +29,9 @@ use crate::{
     proto::{http1, Chunk},
     ringbuf::DataRecord,
 };
+
+/// How long the tuple of a closed own connection is remembered.
+const OWN_LINGER: Duration = Duration::from_secs(30);
 
 /// A completed exchange and the process it belongs to.
 #[derive(Debug, Clone)]
@@ -86,6 +89,11 @@ struct Conn {
 #[derive(Debug)]
 pub struct ConnTable {
     conns: HashMap<u64, Conn>,
+    /// `(local, peer)` of the agent's own client connections (its OTLP export), with the time
+    /// each closed. A connection accepted with the mirrored tuple is the collector's end.
+    own: HashMap<(SocketAddr, SocketAddr), Option<Instant>>,
+    /// `sk` → tuple of the agent's own connections, to mark them closed.
+    own_by_sk: HashMap<u64, (SocketAddr, SocketAddr)>,
     opened: HashMap<u64, Opened>,
     processes: ProcessCache,
     selection: Selection,
@@ -100,6 +108,8 @@ impl ConnTable {
     pub fn new(selection: Selection, idle_timeout: Duration) -> Self {
         Self {
             conns: HashMap::new(),
+            own: HashMap::new(),
+            own_by_sk: HashMap::new(),
             opened: HashMap::new(),
             processes: ProcessCache::default(),
             selection,
@@ -135,6 +145,11 @@ impl ConnTable {
             };
             let local = sockaddr(ev.family, &ev.saddr, ev.sport);
             let peer = sockaddr(ev.family, &ev.daddr, ev.dport);
+            if ev.flags & CONN_FLAG_OWN != 0 {
+                self.own.insert((local, peer), None);
+                self.own_by_sk.insert(ev.sk, (local, peer));
+                return;
+            }
             // A new connection on a reused `sk`: the old one is over.
             if let Some(old) = self.conns.remove(&ev.sk) {
                 self.finish(old, ev.ts_ns, out);
@@ -151,6 +166,10 @@ impl ConnTable {
             self.stats.add("conn_opened", 1);
         } else if ev.newstate == TCP_CLOSE {
             self.opened.remove(&ev.sk);
+            if let Some(tuple) = self.own_by_sk.remove(&ev.sk) {
+                // Kept a while: the collector's records may still be in flight behind this one.
+                self.own.insert(tuple, Some(now));
+            }
             if let Some(conn) = self.conns.remove(&ev.sk) {
                 self.finish(conn, ev.ts_ns, out);
             }
@@ -263,6 +282,12 @@ impl ConnTable {
             self.stats.add("conn_filtered", 1);
             return State::Ignored;
         }
+        // The collector's end of the agent's own export connection: tracing it would export a
+        // span per export, forever.
+        if role == Role::Server && self.own.contains_key(&(peer, local)) {
+            self.stats.add("conn_own_export", 1);
+            return State::Ignored;
+        }
         State::Tracked {
             info: ConnInfo {
                 role,
@@ -285,6 +310,8 @@ impl ConnTable {
         self.stats
             .add("conn_idle_evicted", (before - self.conns.len()) as u64);
         self.opened.retain(|_, o| now.duration_since(o.at) < idle);
+        self.own
+            .retain(|_, closed| closed.is_none_or(|t| now.duration_since(t) < OWN_LINGER));
         if let Some(cutoff) = now.checked_sub(idle) {
             self.processes.retain_used_since(cutoff);
         }
@@ -340,7 +367,7 @@ mod tests {
         ConnEvent {
             kind: EventKind::Conn as u32,
             family: AF_INET,
-            _pad0: 0,
+            flags: 0,
             ts_ns: 1,
             sk,
             oldstate,
@@ -430,6 +457,27 @@ mod tests {
         );
         assert!(out.iter().all(|o| o.exchange.conn.role == Role::Client));
         assert!(out.iter().any(|o| o.exchange.end_ns == 410), "{out:?}");
+    }
+
+    #[test]
+    fn collector_end_of_own_export_is_ignored() {
+        let mut t = ConnTable::new(Selection::default(), Duration::from_secs(60));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        // The agent connected 127.0.0.1:50000 -> 127.0.0.1:8080 (flagged by the kernel) ...
+        let mut own = established(SK + 1, TCP_SYN_SENT);
+        own.flags = CONN_FLAG_OWN;
+        (own.sport, own.dport) = (50000, 8080);
+        t.on_conn_event(&own, now, &mut out);
+        t.on_conn_event(&closed(SK + 1), now, &mut out);
+        // ... and the collector accepted 127.0.0.1:8080 <- 127.0.0.1:50000.
+        t.on_conn_event(&established(SK, TCP_SYN_RECV), now, &mut out);
+        t.on_data(&data(Direction::Ingress, 0, 100, REQ), now, &mut out);
+        t.on_data(&data(Direction::Egress, 0, 200, RESP), now, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(t.stats().counters.get("conn_own_export"), Some(&1));
+        t.gc(now + OWN_LINGER);
+        assert!(t.own.is_empty());
     }
 
     #[test]
