@@ -1,14 +1,32 @@
 //! `sonde`: parse the command line, set up logging, run the agent until SIGINT/SIGTERM.
 
+use std::io::IsTerminal as _;
+
 use anyhow::Context as _;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The error and its causes, one per line; no backtrace (this is the user's answer).
+            eprintln!("sonde: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = agent::config::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log).context("invalid --log filter")?)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: journald and `kubectl logs` get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = agent::config::Config::from_cli(&cli)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -37,6 +37,12 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    /// tracefs is mounted but this process may not read it.
+    #[error("cannot read tracefs at `{}`: run sonde as root (CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON)", path.display())]
+    TracefsAccess {
+        /// Mount point.
+        path: PathBuf,
+    },
     /// A tracepoint's format file is missing: the kernel lacks that tracepoint.
     #[error("tracepoint `{tracepoint}` is not available on this kernel (sock:sock_send_length and sock:sock_recv_length need Linux 6.3+)")]
     TracepointFormat {

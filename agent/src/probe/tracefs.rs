@@ -26,6 +26,17 @@ pub(super) fn ensure_mounted() -> Result<PathBuf, LoadError> {
             return Ok(PathBuf::from(dir));
         }
     }
+    // Mounted but unreadable: not root (tracefs is mode 0700).
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if let Some(dir) = mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (dir, fstype) = (f.nth(1)?, f.next()?);
+        (fstype == "tracefs").then_some(dir)
+    }) {
+        return Err(LoadError::TracefsAccess {
+            path: PathBuf::from(dir),
+        });
+    }
     let target = CString::new(TRACEFS).expect("no NUL in a constant path");
     let fstype = CString::new("tracefs").expect("no NUL in a constant");
     // SAFETY: valid NUL-terminated strings; no data argument.
