@@ -21,8 +21,9 @@ use agent_common::{
 };
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel_buf, bpf_probe_read_user,
-        generated::bpf_probe_read_user as read_user_raw,
+        bpf_get_current_comm, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_buf, bpf_probe_read_user,
+        generated::{bpf_probe_read_user as read_user_raw, bpf_task_pt_regs},
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -108,6 +109,8 @@ fn enter(
         iovcnt,
         ts_enter_ns: unsafe { bpf_ktime_get_ns() },
         sk: 0,
+        late: 0,
+        _pad: 0,
     };
     if INFLIGHT.insert(&pid_tgid, &entry, 0).is_err() {
         count(Stat::InflightFull, 1);
@@ -136,10 +139,7 @@ fn field<const N: usize>(head: &[u8; LEN_RECORD_WINDOW], off: u32) -> Option<[u8
 /// Marks the in-flight syscall of this thread as being on TCP socket `sk`.
 #[inline(always)]
 fn mark_socket(ctx: &TracePointContext, dir: Direction) {
-    let (pid_tgid, _, _) = current_ids();
-    let Some(entry) = INFLIGHT.get_ptr_mut(&pid_tgid) else {
-        return;
-    };
+    let (pid_tgid, tgid, _) = current_ids();
     let l = tp_layout();
     // One helper call for the whole record head instead of one per field; the fields are then
     // picked out at the offsets tracefs gave (bounds-checked, so a kernel with a wider record just
@@ -165,6 +165,25 @@ fn mark_socket(ctx: &TracePointContext, dir: Direction) {
     if dir == Direction::Ingress && flags & MSG_PEEK != 0 {
         return; // peeked bytes are read again by a later call
     }
+    let Some(entry) = INFLIGHT.get_ptr_mut(&pid_tgid) else {
+        // No `sys_enter_*` was seen: the syscall began before the programs were attached (an
+        // idle keep-alive server blocked in `read`). Its exit recovers the arguments.
+        if tgid != self_tgid() {
+            let late = Inflight {
+                source: 0,
+                fd: -1,
+                buf: 0,
+                iovcnt: 0,
+                // SAFETY: helper without preconditions.
+                ts_enter_ns: unsafe { bpf_ktime_get_ns() },
+                sk,
+                late: 1 + dir as u32,
+                _pad: 0,
+            };
+            let _ = INFLIGHT.insert(&pid_tgid, &late, 0);
+        }
+        return;
+    };
     // SAFETY: pointer from a successful lookup, valid for this program run.
     let entry = unsafe { &mut *entry };
     let Ok(source) = SyscallSource::try_from(entry.source) else {
@@ -203,17 +222,88 @@ fn copy_user(scratch: *mut u8, off: usize, src: u64, n: usize) -> usize {
     }
 }
 
+/// The first three syscall arguments `(arg0, arg1, arg2)` from the task's saved user registers.
+///
+/// `struct pt_regs` is the x86-64 user ABI (`arch/x86/include/uapi/asm/ptrace.h`, as in
+/// `user_regs_struct`): `dx` at 96, `si` at 104, `di` at 112; the syscall ABI passes arguments in
+/// `di`, `si`, `dx`.
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+fn saved_syscall_args() -> Option<(u64, u64, u64)> {
+    const PT_REGS_DX: usize = 96;
+    // SAFETY: helpers without preconditions; the register block is read with a checked helper.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as usize;
+    if regs == 0 {
+        return None;
+    }
+    let mut raw = [0u8; 24];
+    // SAFETY: checked kernel read.
+    unsafe { bpf_probe_read_kernel_buf((regs + PT_REGS_DX) as *const u8, &mut raw) }.ok()?;
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&raw[i * 8..i * 8 + 8]);
+        u64::from_ne_bytes(w)
+    };
+    Some((word(2), word(1), word(0)))
+}
+
+/// Other architectures: syscalls in progress at attach time are not recovered.
+#[cfg(not(bpf_target_arch = "x86_64"))]
+#[inline(always)]
+fn saved_syscall_args() -> Option<(u64, u64, u64)> {
+    None
+}
+
+/// Completes a late [`Inflight`] entry (see its `late` field) with the arguments saved in the
+/// task's registers, the same way `enter` would have.
+#[inline(always)]
+fn recover_late(
+    entry: &mut Inflight,
+    source: SyscallSource,
+    iov_arg: Option<usize>,
+    buf_is_msghdr: bool,
+) -> bool {
+    if entry.late != 1 + source.direction() as u32 {
+        return false;
+    }
+    let Some((fd, buf, arg2)) = saved_syscall_args() else {
+        return false;
+    };
+    entry.source = source as u32;
+    entry.fd = fd as i32;
+    entry.buf = buf;
+    entry.iovcnt = if iov_arg.is_some() { arg2 } else { 0 };
+    if buf_is_msghdr {
+        // SAFETY: helper-checked user read; the msghdr is still valid at exit.
+        let m = unsafe { bpf_probe_read_user(buf as *const MsgHdr) }.ok();
+        entry.buf = m.map_or(0, |m| m.iov);
+        entry.iovcnt = m.map_or(0, |m| m.iovlen);
+    }
+    if matches!(source, SyscallSource::Sendfile) {
+        entry.buf = 0;
+    }
+    true
+}
+
 /// Emits the record for a finished syscall.
 #[inline(always)]
-fn exit(ctx: &TracePointContext) {
+fn exit(
+    ctx: &TracePointContext,
+    source: SyscallSource,
+    iov_arg: Option<usize>,
+    buf_is_msghdr: bool,
+) {
     let (pid_tgid, tgid, tid) = current_ids();
     let Some(entry) = INFLIGHT.get_ptr(&pid_tgid) else {
         return;
     };
     // SAFETY: pointer from a successful lookup; copied out before the entry is removed.
-    let entry = unsafe { *entry };
+    let mut entry = unsafe { *entry };
     let _ = INFLIGHT.remove(&pid_tgid);
     if entry.sk == 0 {
+        return;
+    }
+    if entry.late != 0 && !recover_late(&mut entry, source, iov_arg, buf_is_msghdr) {
         return;
     }
     // SAFETY: `ret` is at a fixed offset of every sys_exit record.
@@ -333,7 +423,7 @@ macro_rules! syscall_pair {
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
-            exit(&ctx);
+            exit(&ctx, $source, $iov_arg, $msghdr);
             0
         }
     };

@@ -31,6 +31,12 @@ pub(crate) struct Inflight {
     pub(crate) ts_enter_ns: u64,
     /// `struct sock *` learned from `sock:sock_{send,recv}_length`; 0 while unknown (not a TCP socket).
     pub(crate) sk: u64,
+    /// 0 for an entry made at `sys_enter_*`. `1 + Direction` for an entry made at
+    /// `sock_{send,recv}_length` because the syscall was already in progress when the programs were
+    /// attached: its arguments are then recovered from the task's saved registers at exit.
+    pub(crate) late: u32,
+    /// Explicit padding.
+    pub(crate) _pad: u32,
 }
 
 /// Records to userspace. Resized by userspace at load time.

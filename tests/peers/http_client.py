@@ -5,6 +5,11 @@ Usage:
   http_client.py keepalive PORT PATH...   one keep-alive connection, one GET per PATH, in order
   http_client.py parallel PORT N PATH     N threads, each its own connection and one GET, all
                                           connected before any request is sent (a barrier)
+  http_client.py headers PORT PATH 'Name: value'...
+                                          one GET with these extra request headers
+  http_client.py stdin PORT               connects at once and prints "connected <local port>", then
+                                          one GET per "GET <path>" line on stdin, on that one
+                                          keep-alive connection, until "quit" or end of input
 Exits non-zero when a request fails (not on 4xx/5xx).
 """
 import http.client
@@ -49,10 +54,48 @@ def parallel(port, n, path):
         print(status, size, local_port)
 
 
+def headers(port, path, lines):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    extra = {}
+    for line in lines:
+        name, value = line.split(":", 1)
+        extra[name.strip()] = value.strip()
+    conn.request("GET", path, headers=extra)
+    local_port = conn.sock.getsockname()[1]
+    resp = conn.getresponse()
+    body = resp.read()
+    print(resp.status, len(body), local_port, flush=True)
+    conn.close()
+
+
+def from_stdin(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.connect()
+    local_port = conn.sock.getsockname()[1]
+    print("connected", local_port, flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if words == ["quit"]:
+            break
+        if len(words) != 2 or words[0] != "GET":
+            sys.exit(f"bad command {line!r}")
+        if conn.sock is None or conn.sock.getsockname()[1] != local_port:
+            sys.exit("the keep-alive connection was lost")
+        conn.request("GET", words[1])
+        resp = conn.getresponse()
+        body = resp.read()
+        print(resp.status, len(body), local_port, flush=True)
+    conn.close()
+
+
 mode, port = sys.argv[1], int(sys.argv[2])
 if mode == "keepalive":
     keepalive(port, sys.argv[3:])
 elif mode == "parallel":
     parallel(port, int(sys.argv[3]), sys.argv[4])
+elif mode == "headers":
+    headers(port, sys.argv[3], sys.argv[4:])
+elif mode == "stdin":
+    from_stdin(port)
 else:
     sys.exit(f"unknown mode {mode}")

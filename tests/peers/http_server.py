@@ -1,6 +1,7 @@
 """HTTP/1.1 test server (stdlib only): keep-alive, fixed statuses, chunked bodies, echo.
 
-Usage: http_server.py PORT   (listens on 127.0.0.1:PORT)
+Usage: http_server.py PORT [HOST]   (listens on HOST:PORT; HOST defaults to 127.0.0.1, and an
+                                     IPv6 address such as ::1 gives an AF_INET6 socket)
 
 Routes:
   GET  /status/<code>  -> <code> with body b"status <code>\n" and a Content-Length (query ignored)
@@ -8,6 +9,7 @@ Routes:
   POST /echo           -> 200, the request body echoed back with a Content-Length
   anything else        -> 404
 """
+import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -55,5 +57,17 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default listen backlog of 5 resets connections when many clients connect at
+    # once (peers/load_client.py opens 64).
+    request_queue_size = 1024
+
+
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
+port = int(sys.argv[1])
+host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+(Server6 if ":" in host else Server)((host, port), Handler).serve_forever()

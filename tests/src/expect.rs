@@ -42,6 +42,9 @@ pub struct HttpSpan {
     pub path: String,
     pub status: i64,
     pub server_port: u16,
+    /// The loopback address both ends use: `server.address`, `network.peer.address` and (server
+    /// spans) `client.address`. `127.0.0.1` unless set with [`HttpSpan::address`].
+    pub address: &'static str,
     pub service: Option<Service>,
     pub pid: Option<u32>,
     /// Server spans: the client's ephemeral port. Client spans always expect `server_port`.
@@ -75,6 +78,7 @@ impl HttpSpan {
             path: path.to_owned(),
             status,
             server_port,
+            address: "127.0.0.1",
             service: None,
             pid: None,
             client_port: None,
@@ -83,6 +87,14 @@ impl HttpSpan {
             response_body_size: None,
             max_duration: None,
         }
+    }
+
+    /// Both ends on this loopback address (`::1` for IPv6; `server.address` is the URL's host
+    /// without brackets).
+    #[must_use]
+    pub fn address(mut self, address: &'static str) -> Self {
+        self.address = address;
+        self
     }
 
     #[must_use]
@@ -147,12 +159,12 @@ impl HttpSpan {
         m.int("http.response.status_code", self.status);
         m.str("url.path", &self.path);
         m.str("url.scheme", "http");
-        m.str("server.address", "127.0.0.1");
+        m.str("server.address", self.address);
         m.int("server.port", i64::from(self.server_port));
-        m.str("network.peer.address", "127.0.0.1");
+        m.str("network.peer.address", self.address);
         m.str("network.protocol.version", "1.1");
         if is_server {
-            m.str("client.address", "127.0.0.1");
+            m.str("client.address", self.address);
             match self.client_port {
                 Some(port) => m.int("network.peer.port", i64::from(port)),
                 None => match span.attr_int("network.peer.port") {

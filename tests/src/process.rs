@@ -4,9 +4,9 @@
 use std::{
     fs::{self, File},
     io,
-    net::TcpStream,
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -28,12 +28,21 @@ pub struct Proc {
 impl Proc {
     /// Spawns `cmd` with stdin closed and stdout/stderr in `<dir>/<name>.{stdout,stderr}`.
     pub fn spawn(name: &str, dir: &Path, cmd: &mut Command) -> Self {
+        Self::spawn_with_stdin(name, dir, cmd, Stdio::null())
+    }
+
+    /// Like [`Proc::spawn`], with stdin a pipe the caller writes through [`Proc::stdin`].
+    pub fn spawn_piped(name: &str, dir: &Path, cmd: &mut Command) -> Self {
+        Self::spawn_with_stdin(name, dir, cmd, Stdio::piped())
+    }
+
+    fn spawn_with_stdin(name: &str, dir: &Path, cmd: &mut Command, stdin: Stdio) -> Self {
         let stdout = dir.join(format!("{name}.stdout"));
         let stderr = dir.join(format!("{name}.stderr"));
         let create =
             |p: &Path| File::create(p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
         let child = cmd
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(create(&stdout))
             .stderr(create(&stderr))
             .spawn()
@@ -49,6 +58,16 @@ impl Proc {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The write end of the child's stdin (from [`Proc::spawn_piped`]); `None` once closed.
+    pub fn stdin(&mut self) -> Option<&mut ChildStdin> {
+        self.child.stdin.as_mut()
+    }
+
+    /// Closes the child's stdin (end of input).
+    pub fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
     }
 
     pub fn stdout(&self) -> String {
@@ -114,17 +133,22 @@ impl Proc {
 
     /// Waits until `127.0.0.1:port` accepts a connection; panics if the child exits or `timeout` passes.
     pub fn wait_for_port(&mut self, port: u16, timeout: Duration) {
+        self.wait_for_addr(SocketAddr::from(([127, 0, 0, 1], port)), timeout);
+    }
+
+    /// Waits until `addr` accepts a connection; panics if the child exits or `timeout` passes.
+    pub fn wait_for_addr(&mut self, addr: SocketAddr, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if TcpStream::connect(addr).is_ok() {
                 return;
             }
             if let Some(status) = self.try_status() {
-                panic!("{} exited ({status}) before listening on {port}", self.name);
+                panic!("{} exited ({status}) before listening on {addr}", self.name);
             }
             assert!(
                 Instant::now() < deadline,
-                "{} did not listen on {port} within {timeout:?}",
+                "{} did not listen on {addr} within {timeout:?}",
                 self.name
             );
             thread::sleep(Duration::from_millis(50));

@@ -46,6 +46,12 @@ pub struct Span {
     pub status_code: String,
     pub start_time_unix_nano: u64,
     pub end_time_unix_nano: u64,
+    /// Lowercase hex (the sink's JSON has base64, as protobuf's `MessageToDict` writes bytes);
+    /// empty when absent.
+    pub trace_id: String,
+    pub span_id: String,
+    /// Empty for a root span.
+    pub parent_span_id: String,
 }
 
 pub const SERVER: &str = "SPAN_KIND_SERVER";
@@ -134,7 +140,11 @@ impl fmt::Display for Span {
         for (i, (k, v)) in self.attributes.iter().enumerate() {
             write!(f, "{}{k}={v}", if i == 0 { "" } else { ", " })?;
         }
-        write!(f, "}} resource={{")?;
+        write!(
+            f,
+            "}} trace={} span={} parent={:?} resource={{",
+            self.trace_id, self.span_id, self.parent_span_id
+        )?;
         for (i, (k, v)) in self.resource.iter().enumerate() {
             write!(f, "{}{k}={v}", if i == 0 { "" } else { ", " })?;
         }
@@ -183,6 +193,9 @@ pub fn parse_sink_output(text: &str) -> Vec<Span> {
                             .to_owned(),
                         start_time_unix_nano: uint(&span["startTimeUnixNano"]),
                         end_time_unix_nano: uint(&span["endTimeUnixNano"]),
+                        trace_id: id_hex(&span["traceId"]),
+                        span_id: id_hex(&span["spanId"]),
+                        parent_span_id: id_hex(&span["parentSpanId"]),
                     });
                 }
             }
@@ -202,6 +215,47 @@ fn uint(v: &Value) -> u64 {
         Value::Number(n) => n.as_u64().unwrap_or(0),
         _ => 0,
     }
+}
+
+/// A trace or span id as `MessageToDict` writes it (standard base64) → lowercase hex; an id that is
+/// not valid base64 is kept as `invalid-base64:<text>` so assertions show it.
+fn id_hex(v: &Value) -> String {
+    let Some(text) = v.as_str() else {
+        return String::new();
+    };
+    match base64_decode(text) {
+        Some(bytes) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        None => format!("invalid-base64:{text}"),
+    }
+}
+
+/// Standard (RFC 4648 §4) base64 with optional `=` padding.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn sextet(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let body = text.trim_end_matches('=');
+    if text.len() - body.len() > 2 || body.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in body.bytes() {
+        acc = (acc << 6) | sextet(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
+        }
+    }
+    Some(out)
 }
 
 fn attributes(list: &Value) -> BTreeMap<String, AttrValue> {
@@ -251,5 +305,20 @@ mod tests {
         assert_eq!(spans[0].status_code, STATUS_ERROR);
         assert_eq!(spans[0].duration_ns(), 15);
         assert_eq!(spans[1].status_code, STATUS_UNSET);
+        assert_eq!(spans[0].trace_id, "");
+    }
+
+    #[test]
+    fn ids_are_decoded_from_base64_to_hex() {
+        // MessageToDict of trace id 4bf92f3577b34da6a3ce929d0e0e4736, span id 00f067aa0ba902b7.
+        let line = r#"{"signal":"traces","body":{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"S/kvNXezTaajzpKdDg5HNg==","spanId":"APBnqgupArc=","parentSpanId":"APBnqgupArc=","name":"GET"}]}]}]}}"#;
+        let spans = parse_sink_output(line);
+        assert_eq!(spans[0].trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(spans[0].span_id, "00f067aa0ba902b7");
+        assert_eq!(spans[0].parent_span_id, "00f067aa0ba902b7");
+        assert_eq!(base64_decode("YQ"), Some(b"a".to_vec()));
+        assert_eq!(base64_decode("YWI="), Some(b"ab".to_vec()));
+        assert_eq!(base64_decode("Y"), None);
+        assert_eq!(base64_decode("Y!=="), None);
     }
 }

@@ -2,7 +2,10 @@
 //! agent filtered to that server's port. Fields drop in declaration order, so the agent is killed
 //! first and the temp dir (kept on failure) last.
 
-use std::time::Duration;
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    time::Duration,
+};
 
 use crate::{
     agent::{Agent, Export},
@@ -49,6 +52,8 @@ pub enum Watch<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
     Python,
+    /// `peers/http_server.py` on `[::1]` (check [`peers::ipv6_loopback_unavailable`] first).
+    PythonIpv6,
     Nginx,
 }
 
@@ -74,43 +79,19 @@ impl World {
 
     /// Starts everything; the agent gets `--port` for every port `watch` names.
     pub fn start(name: &str, peer: Peer, via: Via, watch: Watch<'_>) -> Self {
-        let dir = TempDir::new(name);
-        let sink = OtlpSink::start(&dir);
-        let server = match peer {
-            Peer::Python => peers::python_http_server(&dir),
-            Peer::Nginx => peers::nginx(&dir),
-        };
-        let gateway = (via == Via::Rotel).then(|| Rotel::start(&dir, &sink));
-        let export = match (via, &gateway) {
-            (Via::SinkGrpc, _) => Export::Grpc(sink.grpc_endpoint()),
-            (Via::SinkHttpProtobuf, _) => Export::HttpProtobuf(sink.http_endpoint()),
-            (Via::SinkHttpFlags, _) => Export::Flags {
-                endpoint: sink.http_endpoint(),
-                protocol: "http/protobuf",
-            },
-            (Via::Rotel, Some(rotel)) => Export::Grpc(rotel.grpc_endpoint()),
-            (Via::Console, _) => Export::Console,
-            (Via::Rotel, None) => unreachable!("rotel is started for Via::Rotel"),
-        };
-        let mut ports = vec![server.port()];
-        match watch {
-            Watch::Server => {}
-            Watch::AlsoPorts(extra) => ports.extend_from_slice(extra),
-            Watch::AlsoExporterPorts => {
-                ports.extend([sink.grpc_port(), sink.http_port()]);
-                ports.extend(gateway.as_ref().map(Rotel::grpc_port));
-            }
-        }
-        let agent = Agent::start(&dir, &ports, &[], &export);
-        Self {
-            agent,
-            gateway,
-            server,
-            sink,
-            dir,
-        }
+        Self::start_with_args(name, peer, via, watch, &[])
     }
 
+    /// Like [`World::start`], with `agent_args` added to the agent's command line.
+    pub fn start_with_args(
+        name: &str,
+        peer: Peer,
+        via: Via,
+        watch: Watch<'_>,
+        agent_args: &[&str],
+    ) -> Self {
+        Stage::start(name, peer, via).start_agent(watch, agent_args)
+    }
     pub fn port(&self) -> u16 {
         self.server.port()
     }
@@ -143,6 +124,81 @@ impl World {
             spans.len(),
             describe(spans),
         );
+    }
+}
+
+/// A [`World`] before its agent starts: temp dir, sink (+ rotel) and server are up, so a test can
+/// open connections the agent will only find already established.
+#[derive(Debug)]
+pub struct Stage {
+    pub gateway: Option<Rotel>,
+    pub server: Server,
+    pub sink: OtlpSink,
+    pub dir: TempDir,
+    via: Via,
+}
+
+impl Stage {
+    pub fn start(name: &str, peer: Peer, via: Via) -> Self {
+        let dir = TempDir::new(name);
+        let sink = OtlpSink::start(&dir);
+        let server = match peer {
+            Peer::Python => peers::python_http_server(&dir),
+            Peer::PythonIpv6 => peers::python_http_server_on(&dir, IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            Peer::Nginx => peers::nginx(&dir),
+        };
+        let gateway = (via == Via::Rotel).then(|| Rotel::start(&dir, &sink));
+        Self {
+            gateway,
+            server,
+            sink,
+            dir,
+            via,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// Starts the agent (`--port` for every port `watch` names, then `agent_args`), waits until it
+    /// is ready, and returns the whole world.
+    pub fn start_agent(self, watch: Watch<'_>, agent_args: &[&str]) -> World {
+        let Self {
+            gateway,
+            server,
+            sink,
+            dir,
+            via,
+        } = self;
+        let export = match (via, &gateway) {
+            (Via::SinkGrpc, _) => Export::Grpc(sink.grpc_endpoint()),
+            (Via::SinkHttpProtobuf, _) => Export::HttpProtobuf(sink.http_endpoint()),
+            (Via::SinkHttpFlags, _) => Export::Flags {
+                endpoint: sink.http_endpoint(),
+                protocol: "http/protobuf",
+            },
+            (Via::Rotel, Some(rotel)) => Export::Grpc(rotel.grpc_endpoint()),
+            (Via::Console, _) => Export::Console,
+            (Via::Rotel, None) => unreachable!("rotel is started for Via::Rotel"),
+        };
+        let mut ports = vec![server.port()];
+        match watch {
+            Watch::Server => {}
+            Watch::AlsoPorts(extra) => ports.extend_from_slice(extra),
+            Watch::AlsoExporterPorts => {
+                ports.extend([sink.grpc_port(), sink.http_port()]);
+                ports.extend(gateway.as_ref().map(Rotel::grpc_port));
+            }
+        }
+        let agent = Agent::start(&dir, &ports, agent_args, &export);
+        World {
+            agent,
+            gateway,
+            server,
+            sink,
+            dir,
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use agent_tests::{
     expect::{HttpSpan, Service},
-    peers::{curl, ClientRun, CHUNKED_BODY_BYTES},
+    peers::{curl, python_client_with_headers, ClientRun, CHUNKED_BODY_BYTES},
     require_root,
     span::{describe, Span, CLIENT, SERVER},
     world::one,
@@ -241,4 +241,77 @@ fn own_export_traffic_is_not_reported() {
         server.assert(one(&spans, SERVER, &path));
         client.assert(one(&spans, CLIENT, &path));
     }
+}
+
+/// A W3C `traceparent` on the request makes the SERVER span a child of the caller's span in the
+/// caller's trace; `Authorization` and `Cookie` values never leave the host (Python `http.client`).
+#[test]
+fn traceparent_is_joined_and_credentials_are_not_exported() {
+    require_root!();
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const PARENT_ID: &str = "00f067aa0ba902b7";
+    const SECRET: &str = "s3cret";
+    let mut w = World::python("py-traceparent");
+    let traceparent = format!("traceparent: 00-{TRACE_ID}-{PARENT_ID}-01");
+    let run = python_client_with_headers(
+        w.port(),
+        "/status/200",
+        &[
+            &traceparent,
+            &format!("Authorization: Bearer {SECRET}"),
+            &format!("Cookie: session={SECRET}"),
+        ],
+    );
+    let t = &run.transfers[0];
+    assert_eq!(t.status, 200, "harness: unexpected status {run:?}");
+
+    let spans = w.finish(2);
+    w.assert_counts(&spans, 1, 1);
+    let server = one(&spans, SERVER, "/status/200");
+    let client = one(&spans, CLIENT, "/status/200");
+    HttpSpan::server("GET", "/status/200", 200, w.port())
+        .service(PYTHON)
+        .pid(w.server.pid())
+        .client_port(t.local_port)
+        .no_user_agent()
+        .response_body_size(t.body_bytes)
+        .max_duration(run.wall)
+        .assert(server);
+    HttpSpan::client("GET", "/status/200", 200, w.port())
+        .service(PYTHON)
+        .pid(run.pid)
+        .no_user_agent()
+        .response_body_size(t.body_bytes)
+        .max_duration(run.wall)
+        .assert(client);
+    assert_eq!(
+        (server.trace_id.as_str(), server.parent_span_id.as_str()),
+        (TRACE_ID, PARENT_ID),
+        "the SERVER span did not join the caller's trace as a child of its span: {server}"
+    );
+    assert!(
+        server.span_id.len() == 16
+            && server.span_id != PARENT_ID
+            && server.span_id != "0".repeat(16),
+        "the SERVER span needs its own valid span id: {server}"
+    );
+
+    for span in &spans {
+        let leaked: Vec<String> = span.all_values().filter(|v| v.contains(SECRET)).collect();
+        assert!(
+            leaked.is_empty(),
+            "a credential header value leaked into {leaked:?}\nspan: {span}"
+        );
+    }
+    assert!(
+        !w.sink.raw().contains(SECRET),
+        "a credential header value reached the OTLP sink:\n{}",
+        w.sink.raw()
+    );
+    let logs = w.agent.stdout() + &w.agent.stderr();
+    assert!(
+        !logs.contains(SECRET),
+        "the agent logged a credential header value:\n{}",
+        w.agent.logs()
+    );
 }
