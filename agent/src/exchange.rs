@@ -69,8 +69,9 @@ pub struct HttpExchange {
     pub traceparent: Option<String>,
     /// Final response status code.
     pub status: u16,
-    /// Request body bytes (decoded length for chunked bodies, excluding chunk framing).
-    pub request_body_bytes: u64,
-    /// Response body bytes (as above).
-    pub response_body_bytes: u64,
+    /// Request body bytes (decoded length for chunked bodies, excluding chunk framing). `None`
+    /// when records of the body were lost and no `Content-Length` declared its size.
+    pub request_body_bytes: Option<u64>,
+    /// Response body bytes (as above); `None` when the end of a chunked body had to be guessed.
+    pub response_body_bytes: Option<u64>,
 }

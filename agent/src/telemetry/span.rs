@@ -94,14 +94,14 @@ fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock) -> SpanFields {
     if let Some(ua) = &http.user_agent {
         attributes.push(KeyValue::new(semconv::USER_AGENT_ORIGINAL, ua.clone()));
     }
-    attributes.push(KeyValue::new(
-        semconv::HTTP_REQUEST_BODY_SIZE,
-        i64::try_from(http.request_body_bytes).unwrap_or(i64::MAX),
-    ));
-    attributes.push(KeyValue::new(
-        semconv::HTTP_RESPONSE_BODY_SIZE,
-        i64::try_from(http.response_body_bytes).unwrap_or(i64::MAX),
-    ));
+    for (key, size) in [
+        (semconv::HTTP_REQUEST_BODY_SIZE, http.request_body_bytes),
+        (semconv::HTTP_RESPONSE_BODY_SIZE, http.response_body_bytes),
+    ] {
+        if let Some(size) = size {
+            attributes.push(KeyValue::new(key, i64::try_from(size).unwrap_or(i64::MAX)));
+        }
+    }
 
     let is_error = match role {
         Role::Server => http.status >= 500,
@@ -200,8 +200,8 @@ mod tests {
                 user_agent: Some("curl/7.88.1".into()),
                 traceparent: None,
                 status,
-                request_body_bytes: 0,
-                response_body_bytes: 12,
+                request_body_bytes: Some(0),
+                response_body_bytes: Some(12),
             }),
         }
     }

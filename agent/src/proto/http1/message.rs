@@ -7,7 +7,7 @@
 use super::body::{Body, BodyError};
 use super::detect::{self, Fit};
 use super::head::{self, Framing, HeadError, Parsed, RequestHead, ResponseHead};
-use super::queue::{emit, InFlight, Pending, PendingRequest};
+use super::queue::{InFlight, Pending, PendingRequest};
 use super::{Chunk, Completed, Role, Side, State, Tracker, KEEP_HEAD_CAPACITY, MAX_HEAD_BYTES};
 
 /// Parser state of one direction.
@@ -147,6 +147,7 @@ impl Tracker {
             start_ns,
             head,
             body_bytes: 0,
+            body_exact: true,
         }));
     }
 
@@ -161,7 +162,7 @@ impl Tracker {
         let tunnel = method == Some("CONNECT") && (200..300).contains(&head.status);
         if head.status == 101 || tunnel {
             if let Some(req) = req {
-                emit(out, req, head.status, 0, end_ns);
+                self.emit(out, req, head.status, Some(0), end_ns);
             }
             self.stats.protocol_switch += 1;
             self.stop(State::Switched);
@@ -175,7 +176,7 @@ impl Tracker {
             }
             Ok(Framing::None | Framing::Length(0)) => {
                 if let Some(req) = req {
-                    emit(out, req, head.status, 0, end_ns);
+                    self.emit(out, req, head.status, Some(0), end_ns);
                 }
                 return;
             }
@@ -290,7 +291,7 @@ impl Tracker {
         self.half_mut(side).mode = Mode::Head;
         if side == Side::Response {
             if let Some(done) = self.in_flight.take() {
-                emit(out, done.req, done.status, done.body_bytes, end_ns);
+                self.emit(out, done.req, done.status, Some(done.body_bytes), end_ns);
             }
         }
     }
@@ -311,6 +312,18 @@ impl Tracker {
     }
 
     pub(super) fn lose_request_framing(&mut self) {
+        if matches!(self.request.mode, Mode::Body(_)) {
+            // The body being read lost bytes: its size is no longer known by counting.
+            let id = self.request_body_id;
+            let in_flight = self.in_flight.as_mut().map(|f| &mut f.req);
+            let queued = self.pending.iter_mut().filter_map(|p| match p {
+                Pending::Request(req) => Some(req),
+                Pending::Skip | Pending::Barrier => None,
+            });
+            if let Some(req) = queued.chain(in_flight).find(|req| req.id == id) {
+                req.body_exact = false;
+            }
+        }
         self.request.unsync();
         if !matches!(self.pending.back(), Some(Pending::Barrier)) {
             self.enqueue(Pending::Barrier);
@@ -353,7 +366,7 @@ impl Tracker {
     fn finish_lost_response(&mut self, end_ns: u64, out: &mut Vec<Completed>) {
         if let Some(done) = self.in_flight.take() {
             self.stats.chunked_end_guessed += 1;
-            emit(out, done.req, done.status, done.body_bytes, end_ns);
+            self.emit(out, done.req, done.status, None, end_ns);
         }
         self.response.unsync();
     }

@@ -80,7 +80,7 @@ pub use stats::ParseStats;
 
 use self::body::Body;
 use self::message::{Half, Mode};
-use self::queue::{emit, InFlight, Pending};
+use self::queue::{InFlight, Pending};
 use super::Chunk;
 use crate::exchange::{HttpExchange, Role};
 
@@ -252,7 +252,7 @@ impl Tracker {
         match (&self.response.mode, self.in_flight.take()) {
             (Mode::Body(Body::UntilClose), Some(done)) => {
                 let end_ns = self.response.last_end_ns;
-                emit(out, done.req, done.status, done.body_bytes, end_ns);
+                self.emit(out, done.req, done.status, Some(done.body_bytes), end_ns);
             }
             (_, Some(_)) => self.stats.truncated_at_close += 1,
             (_, None) => {}

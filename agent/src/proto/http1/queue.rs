@@ -4,7 +4,7 @@
 //! Input: parsed requests and loss notices from [`super::message`]. Output: the request a final
 //! response answers, and [`Completed`] exchanges.
 
-use super::head::RequestHead;
+use super::head::{Framing, RequestHead};
 use super::message::Mode;
 use super::{Completed, HttpExchange, Tracker, MAX_PENDING};
 
@@ -28,6 +28,8 @@ pub(super) struct PendingRequest {
     pub(super) head: RequestHead,
     /// Request payload bytes read so far.
     pub(super) body_bytes: u64,
+    /// False once records of this body were lost: `body_bytes` is then only a lower bound.
+    pub(super) body_exact: bool,
 }
 
 /// A request whose final response head was parsed and whose response body is being read.
@@ -87,13 +89,38 @@ impl Tracker {
     }
 }
 
-pub(super) fn emit(
+impl Tracker {
+    /// Completes an exchange. `response_body`: `None` when the response's size is unknown.
+    /// The request's size is what was read; or, when records of it were lost or its body was still
+    /// being read (a loss not yet revealed by the next record's sequence number), its declared
+    /// `Content-Length`; or unknown.
+    pub(super) fn emit(
+        &self,
+        out: &mut Vec<Completed>,
+        req: PendingRequest,
+        status: u16,
+        response_body: Option<u64>,
+        end_ns: u64,
+    ) {
+        let body_unfinished =
+            req.id == self.request_body_id && matches!(self.request.mode, Mode::Body(_));
+        emit(out, req, status, response_body, end_ns, body_unfinished);
+    }
+}
+
+fn emit(
     out: &mut Vec<Completed>,
     req: PendingRequest,
     status: u16,
-    body_bytes: u64,
+    response_body: Option<u64>,
     end_ns: u64,
+    body_unfinished: bool,
 ) {
+    let request_body = match (req.body_exact && !body_unfinished, req.head.framing) {
+        (true, _) => Some(req.body_bytes),
+        (false, Framing::Length(declared)) => Some(declared),
+        (false, _) => None,
+    };
     let head = req.head;
     out.push(Completed {
         start_ns: req.start_ns,
@@ -106,8 +133,8 @@ pub(super) fn emit(
             user_agent: head.user_agent,
             traceparent: head.traceparent,
             status,
-            request_body_bytes: req.body_bytes,
-            response_body_bytes: body_bytes,
+            request_body_bytes: request_body,
+            response_body_bytes: response_body,
         },
     });
 }
