@@ -266,16 +266,21 @@ impl Tracker {
         }
     }
 
+    /// The request whose body the request side is reading (queued, or already answered).
+    fn body_request_mut(&mut self) -> Option<&mut PendingRequest> {
+        let id = self.request_body_id;
+        let in_flight = self.in_flight.as_mut().map(|f| &mut f.req);
+        let queued = self.pending.iter_mut().filter_map(|p| match p {
+            Pending::Request(req) => Some(req),
+            Pending::Skip | Pending::Barrier => None,
+        });
+        queued.chain(in_flight).find(|req| req.id == id)
+    }
+
     fn add_payload(&mut self, side: Side, n: u64) {
         match side {
             Side::Request => {
-                let id = self.request_body_id;
-                let in_flight = self.in_flight.as_mut().map(|f| &mut f.req);
-                let queued = self.pending.iter_mut().filter_map(|p| match p {
-                    Pending::Request(req) => Some(req),
-                    Pending::Skip | Pending::Barrier => None,
-                });
-                if let Some(req) = queued.chain(in_flight).find(|req| req.id == id) {
+                if let Some(req) = self.body_request_mut() {
                     req.body_bytes = req.body_bytes.saturating_add(n);
                 }
             }
@@ -314,13 +319,7 @@ impl Tracker {
     pub(super) fn lose_request_framing(&mut self) {
         if matches!(self.request.mode, Mode::Body(_)) {
             // The body being read lost bytes: its size is no longer known by counting.
-            let id = self.request_body_id;
-            let in_flight = self.in_flight.as_mut().map(|f| &mut f.req);
-            let queued = self.pending.iter_mut().filter_map(|p| match p {
-                Pending::Request(req) => Some(req),
-                Pending::Skip | Pending::Barrier => None,
-            });
-            if let Some(req) = queued.chain(in_flight).find(|req| req.id == id) {
+            if let Some(req) = self.body_request_mut() {
                 req.body_exact = false;
             }
         }
