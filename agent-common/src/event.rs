@@ -10,6 +10,8 @@ pub enum EventKind {
     Data = 1,
     /// A [`ConnEvent`].
     Conn = 2,
+    /// An [`ExecEvent`].
+    Exec = 3,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -18,6 +20,7 @@ impl TryFrom<u32> for EventKind {
         match v {
             1 => Ok(Self::Data),
             2 => Ok(Self::Conn),
+            3 => Ok(Self::Exec),
             other => Err(other),
         }
     }
@@ -44,10 +47,11 @@ impl TryFrom<u32> for Direction {
     }
 }
 
-/// The syscall that moved the bytes of a [`DataEventHeader`].
+/// What moved the bytes of a [`DataEventHeader`]: a socket syscall (the bytes as they cross the
+/// socket) or a TLS library call (the plaintext on the application's side of the TLS layer).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyscallSource {
+pub enum DataSource {
     /// `read(2)`
     Read = 1,
     /// `write(2)`
@@ -66,16 +70,25 @@ pub enum SyscallSource {
     Sendmsg = 8,
     /// `sendfile(2)`: bytes come from a file, never captured, accounted by length.
     Sendfile = 9,
+    /// OpenSSL/BoringSSL `SSL_read`/`SSL_read_ex`: decrypted bytes the application received.
+    SslRead = 10,
+    /// OpenSSL/BoringSSL `SSL_write`/`SSL_write_ex`: plaintext the application sent.
+    SslWrite = 11,
 }
 
-impl SyscallSource {
+impl DataSource {
     /// Direction of the bytes this syscall moves.
     pub const fn direction(self) -> Direction {
         match self {
-            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg => Direction::Ingress,
-            Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg | Self::Sendfile => {
-                Direction::Egress
+            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg | Self::SslRead => {
+                Direction::Ingress
             }
+            Self::Write
+            | Self::Writev
+            | Self::Sendto
+            | Self::Sendmsg
+            | Self::Sendfile
+            | Self::SslWrite => Direction::Egress,
         }
     }
 
@@ -91,11 +104,18 @@ impl SyscallSource {
             Self::Recvmsg => "recvmsg",
             Self::Sendmsg => "sendmsg",
             Self::Sendfile => "sendfile64",
+            Self::SslRead => "SSL_read",
+            Self::SslWrite => "SSL_write",
         }
+    }
+
+    /// Whether the bytes are TLS plaintext from a library uprobe (not socket bytes).
+    pub const fn is_tls(self) -> bool {
+        matches!(self, Self::SslRead | Self::SslWrite)
     }
 }
 
-impl TryFrom<u32> for SyscallSource {
+impl TryFrom<u32> for DataSource {
     type Error = u32;
     fn try_from(v: u32) -> Result<Self, u32> {
         Ok(match v {
@@ -108,6 +128,8 @@ impl TryFrom<u32> for SyscallSource {
             7 => Self::Recvmsg,
             8 => Self::Sendmsg,
             9 => Self::Sendfile,
+            10 => Self::SslRead,
+            11 => Self::SslWrite,
             other => return Err(other),
         })
     }
@@ -134,8 +156,8 @@ pub struct DataEventHeader {
     pub ts_exit_ns: u64,
     /// Kernel address of the `struct sock`: the connection's identity while it lives.
     pub sk: u64,
-    /// Offset of this payload in the direction's byte stream since the socket was first seen.
-    /// A jump means records were lost in between.
+    /// Offset of this payload in the direction's byte stream since the socket was first seen
+    /// (TLS plaintext has its own stream per direction). A jump means records were lost.
     pub seq: u64,
     /// Bytes the syscall moved (its return value).
     pub len: u64,
@@ -147,7 +169,7 @@ pub struct DataEventHeader {
     pub fd: i32,
     /// Payload bytes following this header (`<= MAX_CAPTURE_BYTES`, `<= len`).
     pub captured: u32,
-    /// [`SyscallSource`] as `u32`.
+    /// [`DataSource`] as `u32`.
     pub source: u32,
     /// Explicit padding.
     pub _pad: u32,
@@ -191,6 +213,21 @@ pub struct ConnEvent {
     pub saddr: [u8; 16],
     /// Remote address.
     pub daddr: [u8; 16],
+}
+
+/// A process called `execve(2)`: it may now map TLS libraries the agent has not attached to yet.
+///
+/// # Source
+/// `sched:sched_process_exec` (`agent-ebpf/src/exec.rs`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    /// [`EventKind::Exec`].
+    pub kind: u32,
+    /// The process that exec'd.
+    pub tgid: u32,
+    /// Time of the exec, `CLOCK_MONOTONIC` nanoseconds.
+    pub ts_ns: u64,
 }
 
 /// Byte offsets of the `sock:*` tracepoint fields the programs read, parsed by userspace from
@@ -264,6 +301,7 @@ pub const MAX_DATA_RECORD_BYTES: usize = DATA_HEADER_BYTES + MAX_CAPTURE_BYTES;
 
 const _: () = assert!(size_of::<DataEventHeader>() == 88);
 const _: () = assert!(size_of::<ConnEvent>() == 72);
+const _: () = assert!(size_of::<ExecEvent>() == 16);
 const _: () = assert!(size_of::<TracepointLayout>() == 64);
 
 #[cfg(feature = "user")]

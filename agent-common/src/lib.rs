@@ -11,5 +11,5 @@ pub mod names;
 pub mod stats;
 
 pub use event::{
-    ConnEvent, DataEventHeader, Direction, EventKind, SyscallSource, TracepointLayout,
+    ConnEvent, DataEventHeader, DataSource, Direction, EventKind, ExecEvent, TracepointLayout,
 };

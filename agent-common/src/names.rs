@@ -10,6 +10,12 @@ pub const MAP_INFLIGHT: &str = "INFLIGHT";
 pub const MAP_SOCK_SEQ: &str = "SOCK_SEQ";
 /// Sockets the agent itself is connecting or connected with, keyed by `sk`.
 pub const MAP_SELF_SOCKS: &str = "SELF_SOCKS";
+/// TLS library calls in flight (between the entry uprobe and a return-site uprobe), by `pid_tgid`.
+pub const MAP_TLS_INFLIGHT: &str = "TLS_INFLIGHT";
+/// `(tgid, SSL *)` → the socket under it, learned from a socket syscall nested in an SSL call.
+pub const MAP_SSL_SOCK: &str = "SSL_SOCK";
+/// Sockets known to carry TLS: their ciphertext is not sent to userspace.
+pub const MAP_TLS_SOCKS: &str = "TLS_SOCKS";
 /// Per-CPU scratch space where a data record is assembled before it is copied to the ring buffer.
 pub const MAP_SCRATCH: &str = "SCRATCH";
 

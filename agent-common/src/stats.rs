@@ -21,10 +21,16 @@ pub enum Stat {
     BytesTruncated = 5,
     /// Payload bytes copied.
     BytesCaptured = 6,
+    /// A TLS call returned data but its socket was never seen (no nested socket syscall yet).
+    TlsNoSocket = 7,
+    /// Socket records not sent because the socket carries TLS (its plaintext is sent instead).
+    TlsCiphertextSkipped = 8,
+    /// Exec records written.
+    ExecEvents = 9,
 }
 
 /// Number of [`Stat`] slots in the `STATS` map.
-pub const STAT_COUNT: u32 = 7;
+pub const STAT_COUNT: u32 = 10;
 
 impl Stat {
     /// Every counter, in index order.
@@ -36,6 +42,9 @@ impl Stat {
         Stat::InflightFull,
         Stat::BytesTruncated,
         Stat::BytesCaptured,
+        Stat::TlsNoSocket,
+        Stat::TlsCiphertextSkipped,
+        Stat::ExecEvents,
     ];
 
     /// Stable snake_case name used as the `reason`/`kind` label in self-telemetry.
@@ -48,6 +57,9 @@ impl Stat {
             Stat::InflightFull => "inflight_full",
             Stat::BytesTruncated => "bytes_truncated",
             Stat::BytesCaptured => "bytes_captured",
+            Stat::TlsNoSocket => "tls_no_socket",
+            Stat::TlsCiphertextSkipped => "tls_ciphertext_skipped",
+            Stat::ExecEvents => "exec_events",
         }
     }
 }

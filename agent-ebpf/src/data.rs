@@ -14,28 +14,22 @@
 //! from 6.3; the kprobe/fentry variants (issue 5) will feed the same records.
 
 use agent_common::{
-    event::{AF_INET, AF_INET6, DATA_HEADER_BYTES, IPPROTO_TCP, MSG_PEEK},
-    limits::{MAX_CAPTURE_BYTES, MAX_IOVECS},
+    event::{AF_INET, AF_INET6, IPPROTO_TCP, MSG_PEEK},
     stats::Stat,
-    DataEventHeader, Direction, EventKind, SyscallSource,
+    DataSource, Direction,
 };
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_task_btf, bpf_ktime_get_ns,
-        bpf_probe_read_kernel_buf, bpf_probe_read_user,
-        generated::{bpf_probe_read_user as read_user_raw, bpf_task_pt_regs},
-    },
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
     EbpfContext as _,
 };
 
 use crate::{
+    emit,
     helpers::{count, current_ids},
-    maps::{
-        capture_bytes, self_tgid, tp_layout, wakeup_flags, Inflight, EVENTS, INFLIGHT, SCRATCH,
-        SOCK_SEQ,
-    },
+    maps::{self_tgid, tp_layout, Inflight, INFLIGHT},
+    tls,
 };
 
 /// Offset of the first syscall argument in a `syscalls:sys_enter_*` record
@@ -43,14 +37,6 @@ use crate::{
 const SYSCALL_ARG0: usize = 16;
 /// Offset of `ret` in a `syscalls:sys_exit_*` record.
 const SYSCALL_RET: usize = 16;
-
-/// User ABI `struct iovec`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Iovec {
-    base: u64,
-    len: u64,
-}
 
 /// User ABI `struct user_msghdr` prefix (`include/uapi/linux/socket.h`), up to `msg_iovlen`.
 #[repr(C)]
@@ -70,12 +56,7 @@ fn arg(ctx: &TracePointContext, i: usize) -> u64 {
 
 /// Saves the arguments of a syscall at entry. `buf_is_msghdr`: `arg1` is a `struct user_msghdr *`.
 #[inline(always)]
-fn enter(
-    ctx: &TracePointContext,
-    source: SyscallSource,
-    iov_arg: Option<usize>,
-    buf_is_msghdr: bool,
-) {
+fn enter(ctx: &TracePointContext, source: DataSource, iov_arg: Option<usize>, buf_is_msghdr: bool) {
     let (pid_tgid, tgid, _) = current_ids();
     if tgid == self_tgid() {
         return;
@@ -99,7 +80,7 @@ fn enter(
             }
         }
     }
-    if matches!(source, SyscallSource::Sendfile) {
+    if matches!(source, DataSource::Sendfile) {
         buf = 0;
     }
     let entry = Inflight {
@@ -186,39 +167,11 @@ fn mark_socket(ctx: &TracePointContext, dir: Direction) {
     };
     // SAFETY: pointer from a successful lookup, valid for this program run.
     let entry = unsafe { &mut *entry };
-    let Ok(source) = SyscallSource::try_from(entry.source) else {
+    let Ok(source) = DataSource::try_from(entry.source) else {
         return;
     };
     if source.direction() == dir {
         entry.sk = sk;
-    }
-}
-
-/// Copies up to `n` user bytes from `src` into the scratch payload at `off`.
-/// Returns the bytes copied (0 on a failed read, counted).
-#[inline(always)]
-fn copy_user(scratch: *mut u8, off: usize, src: u64, n: usize) -> usize {
-    // Masks make both bounds explicit for the verifier: off < MAX, n <= MAX, and the scratch area
-    // holds header + 2 * MAX.
-    let off = off & (MAX_CAPTURE_BYTES - 1);
-    let n = if n > MAX_CAPTURE_BYTES {
-        MAX_CAPTURE_BYTES
-    } else {
-        n
-    };
-    // SAFETY: dst lies within the per-CPU scratch value (see SCRATCH_BYTES); the helper checks src.
-    let ret = unsafe {
-        read_user_raw(
-            scratch.add(DATA_HEADER_BYTES + off).cast(),
-            n as u32,
-            src as *const core::ffi::c_void,
-        )
-    };
-    if ret == 0 {
-        n
-    } else {
-        count(Stat::ReadUserFailed, 1);
-        0
     }
 }
 
@@ -230,6 +183,7 @@ fn copy_user(scratch: *mut u8, off: usize, src: u64, n: usize) -> usize {
 #[cfg(bpf_target_arch = "x86_64")]
 #[inline(always)]
 fn saved_syscall_args() -> Option<(u64, u64, u64)> {
+    use aya_ebpf::helpers::{bpf_get_current_task_btf, generated::bpf_task_pt_regs};
     const PT_REGS_DX: usize = 96;
     // SAFETY: helpers without preconditions; the register block is read with a checked helper.
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as usize;
@@ -259,7 +213,7 @@ fn saved_syscall_args() -> Option<(u64, u64, u64)> {
 #[inline(always)]
 fn recover_late(
     entry: &mut Inflight,
-    source: SyscallSource,
+    source: DataSource,
     iov_arg: Option<usize>,
     buf_is_msghdr: bool,
 ) -> bool {
@@ -279,7 +233,7 @@ fn recover_late(
         entry.buf = m.map_or(0, |m| m.iov);
         entry.iovcnt = m.map_or(0, |m| m.iovlen);
     }
-    if matches!(source, SyscallSource::Sendfile) {
+    if matches!(source, DataSource::Sendfile) {
         entry.buf = 0;
     }
     true
@@ -287,12 +241,7 @@ fn recover_late(
 
 /// Emits the record for a finished syscall.
 #[inline(always)]
-fn exit(
-    ctx: &TracePointContext,
-    source: SyscallSource,
-    iov_arg: Option<usize>,
-    buf_is_msghdr: bool,
-) {
+fn exit(ctx: &TracePointContext, source: DataSource, iov_arg: Option<usize>, buf_is_msghdr: bool) {
     let (pid_tgid, tgid, tid) = current_ids();
     let Some(entry) = INFLIGHT.get_ptr(&pid_tgid) else {
         return;
@@ -311,106 +260,24 @@ fn exit(
     if ret <= 0 {
         return;
     }
-    let Ok(source) = SyscallSource::try_from(entry.source) else {
+    let Ok(source) = DataSource::try_from(entry.source) else {
         return;
     };
-    let dir = source.direction();
-    let len = ret as u64;
-
-    // Sequence number: byte offset of this payload in the socket's direction.
-    let idx = dir as usize & 1;
-    let seq = match SOCK_SEQ.get_ptr_mut(&entry.sk) {
-        Some(s) => {
-            // SAFETY: valid map value pointer; idx < 2.
-            let s = unsafe { &mut *s };
-            let seq = s[idx];
-            s[idx] = seq.wrapping_add(len);
-            seq
-        }
-        None => {
-            let mut init = [0u64; 2];
-            init[idx] = len;
-            let _ = SOCK_SEQ.insert(&entry.sk, &init, 0);
-            0
-        }
-    };
-
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+    if tls::on_socket_syscall(pid_tgid, tgid, entry.sk, entry.fd) {
+        count(Stat::TlsCiphertextSkipped, 1);
         return;
-    };
-    let scratch = scratch.cast::<u8>();
-    let limit = capture_bytes() as u64;
-    let mut want = if len < limit { len } else { limit } as usize;
-    if want > MAX_CAPTURE_BYTES {
-        want = MAX_CAPTURE_BYTES;
     }
-    let mut captured = 0usize;
-    if entry.buf != 0 && want > 0 {
-        if entry.iovcnt == 0 {
-            captured = copy_user(scratch, 0, entry.buf, want);
-        } else {
-            for i in 0..MAX_IOVECS {
-                if i as u64 >= entry.iovcnt || captured >= want {
-                    break;
-                }
-                // SAFETY: helper-checked user read of one iovec.
-                let Ok(iov) = (unsafe { bpf_probe_read_user((entry.buf as *const Iovec).add(i)) })
-                else {
-                    count(Stat::ReadUserFailed, 1);
-                    break;
-                };
-                let room = want - captured;
-                let n = if (iov.len as usize) < room {
-                    iov.len as usize
-                } else {
-                    room
-                };
-                let got = copy_user(scratch, captured, iov.base, n);
-                if got != n {
-                    break;
-                }
-                captured += got;
-            }
-        }
-    }
-    let captured = captured & (2 * MAX_CAPTURE_BYTES - 1);
-
-    let header = DataEventHeader {
-        kind: EventKind::Data as u32,
-        direction: dir as u32,
-        ts_enter_ns: entry.ts_enter_ns,
-        // SAFETY: helper without preconditions.
-        ts_exit_ns: unsafe { bpf_ktime_get_ns() },
+    emit::payload(&emit::Payload {
         sk: entry.sk,
-        seq,
-        len,
+        source,
+        fd: entry.fd,
+        buf: entry.buf,
+        iovcnt: entry.iovcnt,
+        len: ret as u64,
+        ts_enter_ns: entry.ts_enter_ns,
         tgid,
         tid,
-        fd: entry.fd,
-        captured: captured as u32,
-        source: entry.source,
-        _pad: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    };
-    // SAFETY: the scratch value is larger than the header; unaligned write to a byte buffer.
-    unsafe { scratch.cast::<DataEventHeader>().write_unaligned(header) };
-    let size = DATA_HEADER_BYTES + captured;
-    // SAFETY: `size` <= DATA_HEADER_BYTES + 2 * MAX_CAPTURE_BYTES - 1 < SCRATCH_BYTES.
-    let ret = unsafe {
-        aya_ebpf::helpers::generated::bpf_ringbuf_output(
-            core::ptr::addr_of!(EVENTS).cast_mut().cast(),
-            scratch.cast(),
-            size as u64,
-            wakeup_flags(),
-        )
-    };
-    if ret == 0 {
-        count(Stat::DataEvents, 1);
-        count(Stat::BytesCaptured, captured as u64);
-        count(Stat::BytesTruncated, len - captured as u64);
-    } else {
-        count(Stat::RingbufFull, 1);
-    }
+    });
 }
 
 macro_rules! syscall_pair {
@@ -429,66 +296,60 @@ macro_rules! syscall_pair {
     };
 }
 
-syscall_pair!(
-    sys_enter_read,
-    sys_exit_read,
-    SyscallSource::Read,
-    None,
-    false
-);
+syscall_pair!(sys_enter_read, sys_exit_read, DataSource::Read, None, false);
 syscall_pair!(
     sys_enter_write,
     sys_exit_write,
-    SyscallSource::Write,
+    DataSource::Write,
     None,
     false
 );
 syscall_pair!(
     sys_enter_readv,
     sys_exit_readv,
-    SyscallSource::Readv,
+    DataSource::Readv,
     Some(2),
     false
 );
 syscall_pair!(
     sys_enter_writev,
     sys_exit_writev,
-    SyscallSource::Writev,
+    DataSource::Writev,
     Some(2),
     false
 );
 syscall_pair!(
     sys_enter_recvfrom,
     sys_exit_recvfrom,
-    SyscallSource::Recvfrom,
+    DataSource::Recvfrom,
     None,
     false
 );
 syscall_pair!(
     sys_enter_sendto,
     sys_exit_sendto,
-    SyscallSource::Sendto,
+    DataSource::Sendto,
     None,
     false
 );
 syscall_pair!(
     sys_enter_recvmsg,
     sys_exit_recvmsg,
-    SyscallSource::Recvmsg,
+    DataSource::Recvmsg,
     None,
     true
 );
 syscall_pair!(
     sys_enter_sendmsg,
     sys_exit_sendmsg,
-    SyscallSource::Sendmsg,
+    DataSource::Sendmsg,
     None,
     true
 );
 syscall_pair!(
     sys_enter_sendfile64,
     sys_exit_sendfile64,
-    SyscallSource::Sendfile,
+    DataSource::Sendfile,
     None,
     false
 );

@@ -19,7 +19,7 @@ use aya_ebpf::{
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct Inflight {
-    /// `agent_common::SyscallSource` as `u32`.
+    /// `agent_common::DataSource` as `u32`.
     pub(crate) source: u32,
     /// File descriptor argument.
     pub(crate) fd: i32,
@@ -52,9 +52,9 @@ pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_C
 pub(crate) static INFLIGHT: HashMap<u64, Inflight> =
     HashMap::with_max_entries(MAX_INFLIGHT_SYSCALLS, 0);
 
-/// Next byte offset per socket and direction (`[egress, ingress]`), keyed by `sk`.
+/// Next byte offset per socket and stream (`[egress, ingress, tls egress, tls ingress]`), by `sk`.
 #[map]
-pub(crate) static SOCK_SEQ: LruHashMap<u64, [u64; 2]> =
+pub(crate) static SOCK_SEQ: LruHashMap<u64, [u64; 4]> =
     LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 /// The agent's own client sockets, from `connect(2)` (the `SYN_SENT` transition runs in the
@@ -62,6 +62,58 @@ pub(crate) static SOCK_SEQ: LruHashMap<u64, [u64; 2]> =
 #[map]
 pub(crate) static SELF_SOCKS: LruHashMap<u64, u8> =
     LruHashMap::with_max_entries(MAX_SELF_SOCKETS, 0);
+
+/// A TLS library call between its entry uprobe and a return-site uprobe.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct TlsCall {
+    /// `SSL *`.
+    pub(crate) ssl: u64,
+    /// Plaintext buffer.
+    pub(crate) buf: u64,
+    /// `size_t *` receiving the byte count (`SSL_read_ex`/`SSL_write_ex`), or 0.
+    pub(crate) out_len: u64,
+    /// Entry time, monotonic ns.
+    pub(crate) ts_enter_ns: u64,
+    /// Socket learned from a nested socket syscall, or 0.
+    pub(crate) sk: u64,
+    /// File descriptor of that socket, or -1.
+    pub(crate) fd: i32,
+    /// 1 for `SSL_write*`, 0 for `SSL_read*`.
+    pub(crate) write: u32,
+}
+
+/// Key of [`SSL_SOCK`]: an `SSL *` is only unique within its process.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SslKey {
+    pub(crate) tgid: u32,
+    pub(crate) _pad: u32,
+    pub(crate) ssl: u64,
+}
+
+/// Value of [`SSL_SOCK`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SslSock {
+    pub(crate) sk: u64,
+    pub(crate) fd: i32,
+    pub(crate) _pad: u32,
+}
+
+/// TLS calls in flight, by `pid_tgid`.
+#[map]
+pub(crate) static TLS_INFLIGHT: HashMap<u64, TlsCall> =
+    HashMap::with_max_entries(MAX_INFLIGHT_SYSCALLS, 0);
+
+/// The socket under each `SSL *`, for calls served from OpenSSL's buffer without a syscall.
+#[map]
+pub(crate) static SSL_SOCK: LruHashMap<SslKey, SslSock> =
+    LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+
+/// Sockets that carry TLS; their ciphertext is not reported.
+#[map]
+pub(crate) static TLS_SOCKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 /// Scratch space big enough for a header plus twice the capture size (so offset + length bounds
 /// are provable to the verifier with a mask).

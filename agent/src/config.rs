@@ -13,7 +13,10 @@ use agent_common::limits::{DEFAULT_RING_BUF_BYTES, MAX_CAPTURE_BYTES};
 ///
 /// Sonde attaches eBPF programs to the kernel's syscall and socket tracepoints, rebuilds each TCP
 /// connection's bytes, parses HTTP/1.x exchanges and exports one span per exchange: kind SERVER in
-/// the process that accepted the connection, CLIENT in the one that connected.
+/// the process that accepted the connection, CLIENT in the one that connected. HTTPS is read in
+/// plaintext from uprobes on OpenSSL/BoringSSL (`SSL_read`/`SSL_write`, shared libssl or linked
+/// into an executable such as node), found in running and newly started processes; the startup
+/// log names each TLS library attached.
 ///
 /// Without an OTLP endpoint it prints one line per span on stdout. With
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `--otlp-endpoint`) it exports OTLP over gRPC (default) or
@@ -84,6 +87,11 @@ pub struct Cli {
     /// info level; 0 disables.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub stats_interval_secs: u64,
+
+    /// Do not attach uprobes to TLS libraries (OpenSSL/BoringSSL `SSL_read`/`SSL_write`); HTTPS
+    /// then stays invisible.
+    #[arg(long)]
+    pub no_tls: bool,
 
     /// Log filter (`RUST_LOG` syntax), e.g. `debug` or `sonde=debug`.
     #[arg(long, env = "SONDE_LOG", default_value = "info")]
@@ -167,6 +175,8 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// `host.name`.
     pub host_name: String,
+    /// Attach TLS library uprobes.
+    pub tls: bool,
     /// Alternative eBPF object.
     pub ebpf_object: Option<PathBuf>,
 }
@@ -228,6 +238,7 @@ impl Config {
             stats_interval: (cli.stats_interval_secs > 0)
                 .then(|| Duration::from_secs(cli.stats_interval_secs)),
             host_name: cli.host_name.clone().unwrap_or_else(kernel_hostname),
+            tls: !cli.no_tls,
             ebpf_object: cli.ebpf_object.clone(),
         })
     }

@@ -26,6 +26,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// Process (thread group) id of the observed process.
     pub tgid: u32,
+    /// The bytes were read as TLS plaintext (the connection is HTTPS, gRPC over TLS...).
+    pub tls: bool,
 }
 
 /// A completed exchange.

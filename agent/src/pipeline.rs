@@ -26,7 +26,11 @@ use tokio::{
 use crate::{
     config::Config,
     conn::{ConnTable, Observed},
-    probe::{self, Attached, LoadParams},
+    probe::{
+        self,
+        tls_attach::{self, TlsAttacher},
+        KernelStats, LoadParams,
+    },
     ringbuf::{self, Record},
     telemetry::{clock::Clock, export::Exporter},
 };
@@ -43,6 +47,9 @@ pub enum RunError {
     /// The ring buffer fd could not be registered with the runtime.
     #[error("cannot poll the ring buffer")]
     Poll(#[source] std::io::Error),
+    /// The TLS discovery thread could not be started.
+    #[error("cannot start the TLS discovery thread")]
+    Thread(#[source] std::io::Error),
 }
 
 /// Batches of exchanges sent from capture to export at once.
@@ -64,8 +71,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         capture_bytes: config.capture_bytes,
         ring_buffer_bytes: config.ring_buffer_bytes,
         object: config.ebpf_object.clone(),
+        tls: config.tls,
     })?;
-    let (attached, events) = probes.split();
+    let (programs, events, kernel_stats, tls_loaded) = probes.split();
+    // TLS libraries already mapped are attached before reporting ready; later ones by the thread.
+    let mut attacher = TlsAttacher::new(programs, tls_loaded);
+    tokio::task::block_in_place(|| attacher.scan(None));
+    let (exec_tx, exec_rx) = std::sync::mpsc::channel();
+    let tls_thread = tls_attach::spawn(attacher, exec_rx).map_err(RunError::Thread)?;
     let exporter = Exporter::new(config.export.clone(), config.host_name.clone(), clock)?;
     // SAFETY: the ring buffer map owns its fd, which stays open and unchanged for as long as the
     // `AsyncFd` owns the map.
@@ -77,7 +90,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let table = ConnTable::new(config.selection.clone(), config.conn_idle_timeout);
     let capture = tokio::spawn(capture_task(
         ring,
-        attached,
+        kernel_stats,
+        exec_tx,
         table,
         capture_to_export,
         stop_rx,
@@ -102,6 +116,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if let Err(e) = export.await {
         tracing::error!(error = %e, "export task failed");
     }
+    // The capture task dropped the exec sender, so the TLS thread has ended; dropping what it
+    // returns detaches every program.
+    match tokio::task::spawn_blocking(move || tls_thread.join()).await {
+        Ok(Ok(attacher)) => {
+            let s = attacher.stats();
+            tracing::info!(attached = s.attached, skipped = ?s.skipped, "TLS discovery stats");
+        }
+        _ => tracing::error!("TLS discovery thread failed"),
+    }
     Ok(())
 }
 
@@ -117,6 +140,7 @@ fn drain(
     ring: &mut RingBuf<MapData>,
     table: &mut ConnTable,
     stats: &mut CaptureStats,
+    execs: &std::sync::mpsc::Sender<u32>,
     out: &mut Vec<Observed>,
 ) {
     let now = Instant::now();
@@ -125,6 +149,10 @@ fn drain(
         match ringbuf::decode(&item) {
             Ok(Record::Data(d)) => table.on_data(&d, now, out),
             Ok(Record::Conn(c)) => table.on_conn_event(&c, now, out),
+            // The TLS thread ends only after this task; a send error means it died (logged there).
+            Ok(Record::Exec(e)) => {
+                let _ = execs.send(e.tgid);
+            }
             Err(e) => *stats.decode_errors.entry(e.reason()).or_default() += 1,
         }
     }
@@ -132,7 +160,8 @@ fn drain(
 
 async fn capture_task(
     mut ring: AsyncFd<RingBuf<MapData>>,
-    attached: Attached,
+    kernel_stats: KernelStats,
+    execs: std::sync::mpsc::Sender<u32>,
     mut table: ConnTable,
     capture_to_export: mpsc::Sender<Vec<Observed>>,
     mut stop: watch::Receiver<bool>,
@@ -154,24 +183,24 @@ async fn capture_task(
                         break;
                     }
                 };
-                drain(guard.get_inner_mut(), &mut table, &mut stats, &mut out);
+                drain(guard.get_inner_mut(), &mut table, &mut stats, &execs, &mut out);
                 guard.clear_ready();
             }
-            _ = drain_tick.tick() => drain(ring.get_mut(), &mut table, &mut stats, &mut out),
+            _ = drain_tick.tick() => drain(ring.get_mut(), &mut table, &mut stats, &execs, &mut out),
             _ = maintenance.tick() => {
                 let now = Instant::now();
                 table.gc(now);
                 if stats_interval.is_some_and(|i| now.duration_since(last_stats_log) >= i) {
                     last_stats_log = now;
-                    log_stats(&attached, &table, &stats);
+                    log_stats(&kernel_stats, &table, &stats);
                 }
             }
             _ = stop.changed() => {
-                drain(ring.get_mut(), &mut table, &mut stats, &mut out);
+                drain(ring.get_mut(), &mut table, &mut stats, &execs, &mut out);
                 if !out.is_empty() {
                     let _ = capture_to_export.send(out).await;
                 }
-                log_stats(&attached, &table, &stats);
+                log_stats(&kernel_stats, &table, &stats);
                 break;
             }
         }
@@ -181,8 +210,8 @@ async fn capture_task(
     }
 }
 
-fn log_stats(attached: &Attached, table: &ConnTable, stats: &CaptureStats) {
-    let kernel = attached
+fn log_stats(kernel_stats: &KernelStats, table: &ConnTable, stats: &CaptureStats) {
+    let kernel = kernel_stats
         .read_stats()
         .map(|v| {
             v.iter()

@@ -3,7 +3,7 @@
 
 use agent_common::{
     event::{DATA_HEADER_BYTES, MAX_DATA_RECORD_BYTES},
-    ConnEvent, DataEventHeader, Direction, EventKind, SyscallSource,
+    ConnEvent, DataEventHeader, DataSource, Direction, EventKind, ExecEvent,
 };
 
 /// A decoded record, borrowing its payload from the ring buffer.
@@ -13,6 +13,8 @@ pub enum Record<'a> {
     Data(DataRecord<'a>),
     /// A TCP state change.
     Conn(ConnEvent),
+    /// A process exec'd.
+    Exec(ExecEvent),
 }
 
 /// A data record with its enums decoded.
@@ -23,7 +25,7 @@ pub struct DataRecord<'a> {
     /// Decoded `header.direction`.
     pub direction: Direction,
     /// Decoded `header.source`.
-    pub source: SyscallSource,
+    pub source: DataSource,
     /// Captured payload prefix (`header.captured` bytes).
     pub payload: &'a [u8],
 }
@@ -40,7 +42,7 @@ pub enum DecodeError {
     /// Unknown [`Direction`].
     #[error("unknown direction {0}")]
     Direction(u32),
-    /// Unknown [`SyscallSource`].
+    /// Unknown [`DataSource`].
     #[error("unknown syscall source {0}")]
     Source(u32),
     /// `captured` disagrees with the record size or exceeds `len`.
@@ -83,11 +85,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
     let kind: u32 = read(bytes)?;
     match EventKind::try_from(kind).map_err(DecodeError::Kind)? {
         EventKind::Conn => Ok(Record::Conn(read::<ConnEvent>(bytes)?)),
+        EventKind::Exec => Ok(Record::Exec(read::<ExecEvent>(bytes)?)),
         EventKind::Data => {
             let header: DataEventHeader = read(bytes)?;
             let direction =
                 Direction::try_from(header.direction).map_err(DecodeError::Direction)?;
-            let source = SyscallSource::try_from(header.source).map_err(DecodeError::Source)?;
+            let source = DataSource::try_from(header.source).map_err(DecodeError::Source)?;
             let end = DATA_HEADER_BYTES + header.captured as usize;
             if end > bytes.len()
                 || end > MAX_DATA_RECORD_BYTES
@@ -125,7 +128,7 @@ mod tests {
             tid: 11,
             fd: 3,
             captured,
-            source: SyscallSource::Read as u32,
+            source: DataSource::Read as u32,
             _pad: 0,
             comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
         };
@@ -146,7 +149,7 @@ mod tests {
         };
         assert_eq!(d.payload, b"GET /");
         assert_eq!(d.direction, Direction::Ingress);
-        assert_eq!(d.source, SyscallSource::Read);
+        assert_eq!(d.source, DataSource::Read);
         assert_eq!(d.header.len, 9);
     }
 

@@ -68,14 +68,17 @@ struct Opened {
 
 #[derive(Debug)]
 enum State {
-    /// Traced: an HTTP/1 tracker and the next expected byte offset per direction.
+    /// Traced: an HTTP/1 tracker and the next expected byte offset per direction (of the socket
+    /// bytes, or of the TLS plaintext once `info.tls`).
     Tracked {
         info: ConnInfo,
         process: Arc<ProcessInfo>,
         tracker: Box<http1::Tracker>,
         next_seq: [Option<u64>; 2],
+        /// The tracker gave up on these bytes; only TLS plaintext can revive the connection.
+        not_http: bool,
     },
-    /// Not traced (filtered out, not HTTP, or unresolvable); bytes are skipped cheaply.
+    /// Not traced (filtered out or unresolvable); bytes are skipped cheaply.
     Ignored,
 }
 
@@ -218,10 +221,24 @@ impl ConnTable {
             process,
             tracker,
             next_seq,
+            not_http,
         } = &mut conn.state
         else {
             return;
         };
+        let tls = rec.source.is_tls();
+        if tls && !info.tls {
+            // First plaintext from a TLS library: the bytes seen so far were the handshake and
+            // ciphertext. Parse the plaintext stream from scratch (it has its own offsets).
+            info.tls = true;
+            **tracker = http1::Tracker::new(info.role);
+            *next_seq = [None; 2];
+            *not_http = false;
+            self.stats.add("conn_tls", 1);
+        }
+        if *not_http || tls != info.tls {
+            return;
+        }
         let idx = rec.direction as usize & 1;
         if next_seq[idx].is_some_and(|expected| expected != h.seq) {
             self.stats.add("seq_gap", 1);
@@ -244,8 +261,9 @@ impl ConnTable {
             out,
         );
         if tracker.is_not_http() {
+            // Kept (not forgotten): TLS plaintext may still arrive for this socket.
             self.stats.add("conn_not_http", 1);
-            conn.state = State::Ignored;
+            *not_http = true;
         }
     }
 
@@ -294,10 +312,12 @@ impl ConnTable {
                 local,
                 peer,
                 tgid: h.tgid,
+                tls: false,
             },
             process,
             tracker: Box::new(http1::Tracker::new(role)),
             next_seq: [first_seq; 2],
+            not_http: false,
         }
     }
 
@@ -357,7 +377,7 @@ fn sockaddr(family: u16, addr: &[u8; 16], port: u16) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agent_common::{DataEventHeader, Direction, EventKind, SyscallSource};
+    use agent_common::{DataEventHeader, DataSource, Direction, EventKind};
 
     const SK: u64 = 0xffff_8880_1234_5000;
 
@@ -402,12 +422,12 @@ mod tests {
                 tid: std::process::id(),
                 fd: -1,
                 captured: payload.len() as u32,
-                source: SyscallSource::Read as u32,
+                source: DataSource::Read as u32,
                 _pad: 0,
                 comm: [0; 16],
             },
             direction: dir,
-            source: SyscallSource::Read,
+            source: DataSource::Read,
             payload,
         }
     }

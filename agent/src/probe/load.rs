@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use agent_common::{names, stats::Stat};
 use aya::{
     maps::{MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{ProgramError, TracePoint, UProbe},
     Ebpf, EbpfError, EbpfLoader,
 };
 
@@ -95,27 +95,31 @@ pub enum LoadError {
 
 /// Loaded, attached programs and the maps userspace reads.
 pub struct Probes {
-    /// Owns the programs and their links.
-    attached: Attached,
+    /// Owns the programs and their links; the TLS uprobes are loaded, not yet attached.
+    programs: Ebpf,
     /// Data and connection records.
     events: RingBuf<MapData>,
+    /// Kernel counters.
+    stats: KernelStats,
+    /// Whether the TLS uprobe programs loaded.
+    tls_loaded: bool,
 }
 
 impl Probes {
-    /// Splits into the attached programs (with their counters) and the ring buffer, so each can
-    /// have its own owner.
-    pub fn split(self) -> (Attached, RingBuf<MapData>) {
-        (self.attached, self.events)
+    /// Splits into the programs (dropping them detaches everything), the ring buffer and the
+    /// kernel counters, so each can have its own owner. The flag tells whether the TLS uprobe
+    /// programs are loaded and ready to attach.
+    pub fn split(self) -> (Ebpf, RingBuf<MapData>, KernelStats, bool) {
+        (self.programs, self.events, self.stats, self.tls_loaded)
     }
 }
 
-/// The attached programs (dropping this detaches them) and the kernel counters.
-pub struct Attached {
-    _ebpf: Ebpf,
+/// The kernel-side counters (`STATS`).
+pub struct KernelStats {
     stats: PerCpuArray<MapData, u64>,
 }
 
-impl Attached {
+impl KernelStats {
     /// Sums the per-CPU kernel counters: `(stat, value)` in [`Stat::ALL`] order.
     ///
     /// # Errors
@@ -139,6 +143,35 @@ pub struct LoadParams {
     pub ring_buffer_bytes: u32,
     /// Alternative object file.
     pub object: Option<PathBuf>,
+    /// Load the TLS uprobe programs.
+    pub tls: bool,
+}
+
+/// Loads (does not attach) the TLS uprobe programs; `false`, with the reason logged, when this
+/// kernel refuses them (TLS traffic then stays invisible, everything else works).
+fn load_tls_programs(ebpf: &mut Ebpf) -> bool {
+    let programs = super::tls_targets::TLS_FUNCTIONS
+        .iter()
+        .map(|(_, program)| *program)
+        .chain([super::tls_attach::RETURN_PROGRAM]);
+    for name in programs {
+        let result = match ebpf.program_mut(name) {
+            Some(p) => <&mut UProbe>::try_from(p).and_then(UProbe::load),
+            None => {
+                tracing::warn!(
+                    program = name,
+                    "TLS disabled: program missing from the eBPF object"
+                );
+                return false;
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(program = name, error = %e, "TLS disabled: uprobe program refused by the kernel");
+            tracing::debug!(?e, "uprobe load failure detail");
+            return false;
+        }
+    }
+    true
 }
 
 /// Loads and attaches everything in [`HOOKS`], logging each program attached or skipped.
@@ -237,9 +270,12 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
         name: names::MAP_STATS,
         source,
     })?;
+    let tls_loaded = params.tls && load_tls_programs(&mut ebpf);
     Ok(Probes {
-        attached: Attached { _ebpf: ebpf, stats },
+        programs: ebpf,
         events,
+        stats: KernelStats { stats },
+        tls_loaded,
     })
 }
 

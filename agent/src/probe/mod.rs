@@ -1,12 +1,16 @@
 //! Loading and attaching the eBPF programs.
 //!
-//! [`HOOKS`] is the table of every program and where it attaches; [`load`] does the work and
-//! returns the live [`Probes`]. `tracefs` finds (or mounts) tracefs and reads tracepoint layouts.
+//! [`HOOKS`] is the table of every tracepoint program and where it attaches; [`load`] does the work
+//! and returns the live [`Probes`]. `tracefs` finds (or mounts) tracefs and reads tracepoint
+//! layouts. TLS uprobes attach per library file, as processes map them: [`tls_targets`] finds the
+//! files and their functions, [`tls_attach`] owns the programs and attaches.
 
 mod load;
+pub mod tls_attach;
+pub mod tls_targets;
 mod tracefs;
 
-pub use load::{load, Attached, LoadError, LoadParams, Probes};
+pub use load::{load, KernelStats, LoadError, LoadParams, Probes};
 
 /// Whether the agent can run without a hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,4 +68,10 @@ pub const HOOKS: &[Hook] = &[
     tp("sys_exit_sendmsg", "syscalls", Need::Optional),
     tp("sys_enter_sendfile64", "syscalls", Need::Optional),
     tp("sys_exit_sendfile64", "syscalls", Need::Optional),
+    Hook {
+        program: "sched_process_exec",
+        category: "sched",
+        name: "sched_process_exec",
+        need: Need::Optional,
+    },
 ];

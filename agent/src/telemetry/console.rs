@@ -2,7 +2,7 @@
 //! so `sudo sonde` on a bare host shows its work at once.
 //!
 //! ```text
-//! 2026-11-21T16:52:01.123456Z SERVER nginx[1234] GET /index.html 200 1.234ms 127.0.0.1:8080<-127.0.0.1:50000 trace=4bf9…
+//! 2026-11-21T16:52:01.123456Z SERVER nginx[1234] GET /index.html 200 1.234ms <-127.0.0.1:50000 https trace=4bf9…
 //! ```
 
 use std::{
@@ -85,9 +85,10 @@ pub fn format_line(out: &mut String, process: &str, span: &SpanData) {
     } else {
         ""
     };
+    let scheme = attr(span, semconv::URL_SCHEME).unwrap_or(&dash);
     let _ = writeln!(
         out,
-        "{} {kind} {process} {} {path} {status}{err} {:.3}ms {arrow}{peer} trace={}",
+        "{} {kind} {process} {} {path} {status}{err} {:.3}ms {arrow}{peer} {scheme} trace={}",
         rfc3339(span.start_time),
         span.name,
         dur.as_secs_f64() * 1e3,

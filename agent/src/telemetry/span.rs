@@ -65,7 +65,10 @@ fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock) -> SpanFields {
         i64::from(http.status),
     ));
     attributes.push(KeyValue::new(semconv::URL_PATH, http.path.clone()));
-    attributes.push(KeyValue::new(semconv::URL_SCHEME, "http"));
+    attributes.push(KeyValue::new(
+        semconv::URL_SCHEME,
+        if ex.conn.tls { "https" } else { "http" },
+    ));
 
     let (server_sock, peer) = match role {
         Role::Server => (ex.conn.local, ex.conn.peer),
@@ -189,6 +192,7 @@ mod tests {
                 local: "127.0.0.1:8080".parse().unwrap(),
                 peer: "127.0.0.1:50000".parse().unwrap(),
                 tgid: 42,
+                tls: false,
             },
             start_ns: 1_000,
             end_ns: 3_500,

@@ -1,0 +1,184 @@
+//! Assembling a data record (header + payload prefix) and writing it to the ring buffer; shared
+//! by the socket syscall exits (`data.rs`) and the TLS return sites (`tls.rs`).
+
+use agent_common::{
+    event::DATA_HEADER_BYTES,
+    limits::{MAX_CAPTURE_BYTES, MAX_IOVECS},
+    stats::Stat,
+    DataEventHeader, DataSource, EventKind,
+};
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_user,
+    generated::bpf_probe_read_user as read_user_raw,
+};
+
+use crate::{
+    helpers::count,
+    maps::{capture_bytes, wakeup_flags, EVENTS, SCRATCH, SOCK_SEQ},
+};
+
+/// User ABI `struct iovec`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Iovec {
+    base: u64,
+    len: u64,
+}
+
+/// One payload to report.
+pub(crate) struct Payload {
+    /// The connection's `struct sock *`.
+    pub(crate) sk: u64,
+    /// What moved the bytes.
+    pub(crate) source: DataSource,
+    /// File descriptor (-1 when unknown).
+    pub(crate) fd: i32,
+    /// User buffer, or `struct iovec *` when `iovcnt > 0`; 0 for nothing to copy.
+    pub(crate) buf: u64,
+    /// Number of iovecs; 0 for a plain buffer.
+    pub(crate) iovcnt: u64,
+    /// Bytes moved.
+    pub(crate) len: u64,
+    /// Call entry time, monotonic ns.
+    pub(crate) ts_enter_ns: u64,
+    /// Process.
+    pub(crate) tgid: u32,
+    /// Thread.
+    pub(crate) tid: u32,
+}
+
+/// Copies up to `n` user bytes from `src` into the scratch payload at `off`.
+/// Returns the bytes copied (0 on a failed read, counted).
+#[inline(always)]
+fn copy_user(scratch: *mut u8, off: usize, src: u64, n: usize) -> usize {
+    // Masks make both bounds explicit for the verifier: off < MAX, n <= MAX, and the scratch area
+    // holds header + 2 * MAX.
+    let off = off & (MAX_CAPTURE_BYTES - 1);
+    let n = if n > MAX_CAPTURE_BYTES {
+        MAX_CAPTURE_BYTES
+    } else {
+        n
+    };
+    // SAFETY: dst lies within the per-CPU scratch value (see SCRATCH_BYTES); the helper checks src.
+    let ret = unsafe {
+        read_user_raw(
+            scratch.add(DATA_HEADER_BYTES + off).cast(),
+            n as u32,
+            src as *const core::ffi::c_void,
+        )
+    };
+    if ret == 0 {
+        n
+    } else {
+        count(Stat::ReadUserFailed, 1);
+        0
+    }
+}
+
+/// Next byte offset of `p`'s stream (socket bytes and TLS plaintext have separate streams per
+/// direction), advanced by `p.len`.
+#[inline(always)]
+fn next_seq(p: &Payload) -> u64 {
+    let idx = (p.source.direction() as usize & 1) + if p.source.is_tls() { 2 } else { 0 };
+    match SOCK_SEQ.get_ptr_mut(&p.sk) {
+        Some(s) => {
+            // SAFETY: valid map value pointer; idx < 4.
+            let s = unsafe { &mut *s };
+            let Some(slot) = s.get_mut(idx) else { return 0 };
+            let seq = *slot;
+            *slot = seq.wrapping_add(p.len);
+            seq
+        }
+        None => {
+            let mut init = [0u64; 4];
+            if let Some(slot) = init.get_mut(idx) {
+                *slot = p.len;
+            }
+            let _ = SOCK_SEQ.insert(&p.sk, &init, 0);
+            0
+        }
+    }
+}
+
+/// Writes the record for `p` to the ring buffer, counting bytes captured and truncated, or the
+/// drop when the ring buffer is full.
+#[inline(always)]
+pub(crate) fn payload(p: &Payload) {
+    let seq = next_seq(p);
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let scratch = scratch.cast::<u8>();
+    let limit = capture_bytes() as u64;
+    let mut want = if p.len < limit { p.len } else { limit } as usize;
+    if want > MAX_CAPTURE_BYTES {
+        want = MAX_CAPTURE_BYTES;
+    }
+    let mut captured = 0usize;
+    if p.buf != 0 && want > 0 {
+        if p.iovcnt == 0 {
+            captured = copy_user(scratch, 0, p.buf, want);
+        } else {
+            for i in 0..MAX_IOVECS {
+                if i as u64 >= p.iovcnt || captured >= want {
+                    break;
+                }
+                // SAFETY: helper-checked user read of one iovec.
+                let Ok(iov) = (unsafe { bpf_probe_read_user((p.buf as *const Iovec).add(i)) })
+                else {
+                    count(Stat::ReadUserFailed, 1);
+                    break;
+                };
+                let room = want - captured;
+                let n = if (iov.len as usize) < room {
+                    iov.len as usize
+                } else {
+                    room
+                };
+                let got = copy_user(scratch, captured, iov.base, n);
+                if got != n {
+                    break;
+                }
+                captured += got;
+            }
+        }
+    }
+    let captured = captured & (2 * MAX_CAPTURE_BYTES - 1);
+
+    let header = DataEventHeader {
+        kind: EventKind::Data as u32,
+        direction: p.source.direction() as u32,
+        ts_enter_ns: p.ts_enter_ns,
+        // SAFETY: helper without preconditions.
+        ts_exit_ns: unsafe { bpf_ktime_get_ns() },
+        sk: p.sk,
+        seq,
+        len: p.len,
+        tgid: p.tgid,
+        tid: p.tid,
+        fd: p.fd,
+        captured: captured as u32,
+        source: p.source as u32,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    // SAFETY: the scratch value is larger than the header; unaligned write to a byte buffer.
+    unsafe { scratch.cast::<DataEventHeader>().write_unaligned(header) };
+    let size = DATA_HEADER_BYTES + captured;
+    // SAFETY: `size` <= DATA_HEADER_BYTES + 2 * MAX_CAPTURE_BYTES - 1 < SCRATCH_BYTES.
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_ringbuf_output(
+            core::ptr::addr_of!(EVENTS).cast_mut().cast(),
+            scratch.cast(),
+            size as u64,
+            wakeup_flags(),
+        )
+    };
+    if ret == 0 {
+        count(Stat::DataEvents, 1);
+        count(Stat::BytesCaptured, captured as u64);
+        count(Stat::BytesTruncated, p.len - captured as u64);
+    } else {
+        count(Stat::RingbufFull, 1);
+    }
+}

@@ -1,0 +1,29 @@
+//! `sched:sched_process_exec` (since 3.4): tells userspace a process replaced its image, so it can
+//! look for TLS libraries to attach to in the new image without waiting for its periodic scan.
+
+use agent_common::{stats::Stat, EventKind, ExecEvent};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+
+use crate::{
+    helpers::{count, current_ids},
+    maps::{wakeup_flags, EVENTS},
+};
+
+/// `sched:sched_process_exec`.
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let (_, tgid, _) = current_ids();
+    let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) else {
+        count(Stat::RingbufFull, 1);
+        return 0;
+    };
+    // SAFETY: helper without preconditions.
+    slot.write(ExecEvent {
+        kind: EventKind::Exec as u32,
+        tgid,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    });
+    slot.submit(wakeup_flags());
+    count(Stat::ExecEvents, 1);
+    0
+}

@@ -1,0 +1,167 @@
+//! TLS plaintext from OpenSSL/BoringSSL, without OpenSSL struct offsets.
+//!
+//! ```text
+//! SSL_write(ssl, buf, num)  / SSL_write_ex(ssl, buf, num, &written)   entry uprobe: save args
+//! SSL_read(ssl, buf, num)   / SSL_read_ex(ssl, buf, num, &readbytes)  in TLS_INFLIGHT[pid_tgid]
+//!   write/read/send/recv on the socket, same thread    data.rs calls `on_socket_syscall`: the call's
+//!                                                      socket is now known (`SSL_SOCK`), and its
+//!                                                      ciphertext is not reported (`TLS_SOCKS`)
+//! `ret` instructions of those functions                 `ssl_return`: byte count from rax (or the
+//!                                                      `_ex` out-parameter), copy the plaintext
+//! ```
+//! Returns are caught with plain uprobes on each `ret` instruction of the function (offsets found
+//! by userspace with a disassembler), not uretprobes: a uretprobe rewrites the return address on
+//! the user stack (and on 6.11+ x86-64 enters the kernel through the uretprobe syscall, which
+//! seccomp filters have killed), so the traced application would pay; a uprobe on `ret` changes
+//! nothing in the application's state.
+//! Prototypes checked against OpenSSL 3.0 (`ssl/ssl_lib.c`) and BoringSSL (`ssl/ssl_lib.cc`).
+
+use agent_common::{stats::Stat, DataSource};
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::uprobe,
+    programs::{ProbeContext, RetProbeContext},
+    EbpfContext as _,
+};
+
+use crate::{
+    emit,
+    helpers::{count, current_ids},
+    maps::{self_tgid, SslKey, SslSock, TlsCall, SSL_SOCK, TLS_INFLIGHT, TLS_SOCKS},
+};
+
+#[inline(always)]
+fn enter(ctx: &ProbeContext, write: bool, ex: bool) {
+    let (pid_tgid, tgid, _) = current_ids();
+    if tgid == self_tgid() {
+        return;
+    }
+    let call = TlsCall {
+        ssl: ctx.arg(0).unwrap_or(0),
+        buf: ctx.arg(1).unwrap_or(0),
+        out_len: if ex { ctx.arg(3).unwrap_or(0) } else { 0 },
+        // SAFETY: helper without preconditions.
+        ts_enter_ns: unsafe { bpf_ktime_get_ns() },
+        sk: 0,
+        fd: -1,
+        write: u32::from(write),
+    };
+    let _ = TLS_INFLIGHT.insert(&pid_tgid, &call, 0);
+}
+
+/// `int SSL_read(SSL *ssl, void *buf, int num)`.
+#[uprobe]
+pub fn ssl_read_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, false, false);
+    0
+}
+
+/// `int SSL_read_ex(SSL *ssl, void *buf, size_t num, size_t *readbytes)`.
+#[uprobe]
+pub fn ssl_read_ex_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, false, true);
+    0
+}
+
+/// `int SSL_write(SSL *ssl, const void *buf, int num)`.
+#[uprobe]
+pub fn ssl_write_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, true, false);
+    0
+}
+
+/// `int SSL_write_ex(SSL *ssl, const void *buf, size_t num, size_t *written)`.
+#[uprobe]
+pub fn ssl_write_ex_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, true, true);
+    0
+}
+
+/// Attached at every `ret` of the four functions above: reports the plaintext moved.
+#[uprobe]
+pub fn ssl_return(ctx: ProbeContext) -> u32 {
+    let (pid_tgid, tgid, tid) = current_ids();
+    let Some(call) = TLS_INFLIGHT.get_ptr(&pid_tgid) else {
+        return 0;
+    };
+    // SAFETY: copied out of a valid map value before removing it.
+    let call = unsafe { *call };
+    let _ = TLS_INFLIGHT.remove(&pid_tgid);
+    let rc: i64 = RetProbeContext::new(ctx.as_ptr()).ret();
+    let len = if call.out_len == 0 {
+        // `int` count, <= 0 on error or WANT_READ/WANT_WRITE.
+        let n = rc as i32;
+        if n <= 0 {
+            return 0;
+        }
+        n as u64
+    } else {
+        // 1 on success with the count in the out-parameter.
+        if rc as i32 != 1 {
+            return 0;
+        }
+        // SAFETY: helper-checked user read.
+        match unsafe { bpf_probe_read_user(call.out_len as *const u64) } {
+            Ok(n) if n > 0 => n,
+            _ => return 0,
+        }
+    };
+    let (sk, fd) = if call.sk != 0 {
+        (call.sk, call.fd)
+    } else {
+        let key = SslKey {
+            tgid,
+            _pad: 0,
+            ssl: call.ssl,
+        };
+        // SAFETY: plain lookup of a POD value.
+        match unsafe { SSL_SOCK.get(&key) } {
+            Some(s) => (s.sk, s.fd),
+            None => {
+                count(Stat::TlsNoSocket, 1);
+                return 0;
+            }
+        }
+    };
+    emit::payload(&emit::Payload {
+        sk,
+        source: if call.write != 0 {
+            DataSource::SslWrite
+        } else {
+            DataSource::SslRead
+        },
+        fd,
+        buf: call.buf,
+        iovcnt: 0,
+        len,
+        ts_enter_ns: call.ts_enter_ns,
+        tgid,
+        tid,
+    });
+    0
+}
+
+/// Called by every socket syscall exit on a TCP socket. If a TLS call is in flight on this thread,
+/// the socket is the one under it: remember that, and return `true` so the caller drops the
+/// ciphertext. Also `true` for any socket already known to carry TLS.
+#[inline(always)]
+pub(crate) fn on_socket_syscall(pid_tgid: u64, tgid: u32, sk: u64, fd: i32) -> bool {
+    if let Some(call) = TLS_INFLIGHT.get_ptr_mut(&pid_tgid) {
+        // SAFETY: valid map value pointer for this program run.
+        let call = unsafe { &mut *call };
+        if call.sk == 0 {
+            call.sk = sk;
+            call.fd = fd;
+        }
+        let key = SslKey {
+            tgid,
+            _pad: 0,
+            ssl: call.ssl,
+        };
+        let _ = SSL_SOCK.insert(&key, &SslSock { sk, fd, _pad: 0 }, 0);
+        let _ = TLS_SOCKS.insert(&sk, &1, 0);
+        return true;
+    }
+    // SAFETY: plain lookup.
+    unsafe { TLS_SOCKS.get(&sk) }.is_some()
+}
