@@ -14,6 +14,8 @@ pub const MAP_SELF_SOCKS: &str = "SELF_SOCKS";
 pub const MAP_TLS_INFLIGHT: &str = "TLS_INFLIGHT";
 /// `(tgid, SSL *)` → the socket under it, learned from a socket syscall nested in an SSL call.
 pub const MAP_SSL_SOCK: &str = "SSL_SOCK";
+/// The TCP socket each thread used last, by `pid_tgid`.
+pub const MAP_LAST_SOCK: &str = "LAST_SOCK";
 /// Sockets known to carry TLS: their ciphertext is not sent to userspace.
 pub const MAP_TLS_SOCKS: &str = "TLS_SOCKS";
 /// Per-CPU scratch space where a data record is assembled before it is copied to the ring buffer.

@@ -27,10 +27,13 @@ pub enum Stat {
     TlsCiphertextSkipped = 8,
     /// Exec records written.
     ExecEvents = 9,
+    /// A TLS connection whose library does its own socket I/O outside `SSL_read`/`SSL_write`
+    /// (memory BIOs, as Node.js does) was tied to the socket last used by the same thread.
+    TlsSocketByThread = 10,
 }
 
 /// Number of [`Stat`] slots in the `STATS` map.
-pub const STAT_COUNT: u32 = 10;
+pub const STAT_COUNT: u32 = 11;
 
 impl Stat {
     /// Every counter, in index order.
@@ -45,6 +48,7 @@ impl Stat {
         Stat::TlsNoSocket,
         Stat::TlsCiphertextSkipped,
         Stat::ExecEvents,
+        Stat::TlsSocketByThread,
     ];
 
     /// Stable snake_case name used as the `reason`/`kind` label in self-telemetry.
@@ -60,6 +64,7 @@ impl Stat {
             Stat::TlsNoSocket => "tls_no_socket",
             Stat::TlsCiphertextSkipped => "tls_ciphertext_skipped",
             Stat::ExecEvents => "exec_events",
+            Stat::TlsSocketByThread => "tls_socket_by_thread",
         }
     }
 }

@@ -16,7 +16,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePoi
 
 use crate::{
     helpers::{count, current_ids},
-    maps::{self_tgid, tp_layout, wakeup_flags, EVENTS, SELF_SOCKS, SOCK_SEQ, TLS_SOCKS},
+    maps::{self_tgid, tp_layout, wakeup_flags, EVENTS, SELF_SOCKS, SOCK_SEQ},
 };
 
 /// `sock:inet_sock_set_state`.
@@ -58,7 +58,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if closed {
         let _ = SOCK_SEQ.remove(&sk);
         let _ = SELF_SOCKS.remove(&sk);
-        let _ = TLS_SOCKS.remove(&sk);
+        crate::tls::forget_socket(sk);
     }
     let Some(mut slot) = EVENTS.reserve::<ConnEvent>(0) else {
         count(Stat::RingbufFull, 1);

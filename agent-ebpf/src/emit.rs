@@ -17,6 +17,19 @@ use crate::{
     maps::{capture_bytes, wakeup_flags, EVENTS, SCRATCH, SOCK_SEQ},
 };
 
+/// `v & MASK`, emitted even when the compiler can prove `v` is already in range (it often can;
+/// the verifier, tracking a sum over loop iterations, cannot).
+macro_rules! opaque_mask {
+    ($v:expr, $mask:expr) => {{
+        let mut v = $v as u64;
+        // SAFETY: a register-only AND; no memory access.
+        unsafe {
+            core::arch::asm!("{v} &= {m}", v = inout(reg) v, m = const $mask);
+        }
+        v as usize
+    }};
+}
+
 /// User ABI `struct iovec`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -53,7 +66,7 @@ pub(crate) struct Payload {
 fn copy_user(scratch: *mut u8, off: usize, src: u64, n: usize) -> usize {
     // Masks make both bounds explicit for the verifier: off < MAX, n <= MAX, and the scratch area
     // holds header + 2 * MAX.
-    let off = off & (MAX_CAPTURE_BYTES - 1);
+    let off = opaque_mask!(off, MAX_CAPTURE_BYTES - 1);
     let n = if n > MAX_CAPTURE_BYTES {
         MAX_CAPTURE_BYTES
     } else {
@@ -143,7 +156,7 @@ pub(crate) fn payload(p: &Payload) {
             }
         }
     }
-    let captured = captured & (2 * MAX_CAPTURE_BYTES - 1);
+    let captured = opaque_mask!(captured, 2 * MAX_CAPTURE_BYTES - 1);
 
     let header = DataEventHeader {
         kind: EventKind::Data as u32,

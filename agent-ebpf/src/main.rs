@@ -8,6 +8,7 @@
 //! - [`exec`]: process exec notifications (new images may map TLS libraries).
 #![no_std]
 #![no_main]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![allow(
     unreachable_pub,
     reason = "aya program macros need `pub fn` for their exported symbols"

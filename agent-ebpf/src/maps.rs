@@ -111,6 +111,17 @@ pub(crate) static TLS_INFLIGHT: HashMap<u64, TlsCall> =
 pub(crate) static SSL_SOCK: LruHashMap<SslKey, SslSock> =
     LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
+/// The TCP socket each thread moved bytes on last, by `pid_tgid`: ties a TLS library that does
+/// its own socket I/O through memory BIOs (Node.js) to its socket.
+#[map]
+pub(crate) static LAST_SOCK: LruHashMap<u64, SslSock> =
+    LruHashMap::with_max_entries(MAX_INFLIGHT_SYSCALLS, 0);
+
+/// The `SSL_SOCK` key recorded for each socket, so the entry is dropped when the socket closes
+/// (an `SSL *` is often reused by the next connection once freed).
+#[map]
+pub(crate) static SK_SSL: LruHashMap<u64, SslKey> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+
 /// Sockets that carry TLS; their ciphertext is not reported.
 #[map]
 pub(crate) static TLS_SOCKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);

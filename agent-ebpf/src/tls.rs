@@ -27,7 +27,9 @@ use aya_ebpf::{
 use crate::{
     emit,
     helpers::{count, current_ids},
-    maps::{self_tgid, SslKey, SslSock, TlsCall, SSL_SOCK, TLS_INFLIGHT, TLS_SOCKS},
+    maps::{
+        self_tgid, SslKey, SslSock, TlsCall, LAST_SOCK, SK_SSL, SSL_SOCK, TLS_INFLIGHT, TLS_SOCKS,
+    },
 };
 
 #[inline(always)]
@@ -114,13 +116,26 @@ pub fn ssl_return(ctx: ProbeContext) -> u32 {
             _pad: 0,
             ssl: call.ssl,
         };
-        // SAFETY: plain lookup of a POD value.
+        // SAFETY: plain lookups of POD values.
         match unsafe { SSL_SOCK.get(&key) } {
             Some(s) => (s.sk, s.fd),
-            None => {
-                count(Stat::TlsNoSocket, 1);
-                return 0;
-            }
+            // No socket syscall inside the call and none recorded for this SSL: the library reads
+            // and writes through memory BIOs and the application moves the ciphertext itself
+            // (Node.js). It does so on the same thread, reading the ciphertext just before
+            // `SSL_read` and having finished the handshake's I/O before the first `SSL_write`,
+            // so the thread's last socket is this connection's.
+            None => match unsafe { LAST_SOCK.get(&pid_tgid) } {
+                Some(last) => {
+                    let last = *last;
+                    remember(&key, last);
+                    count(Stat::TlsSocketByThread, 1);
+                    (last.sk, last.fd)
+                }
+                None => {
+                    count(Stat::TlsNoSocket, 1);
+                    return 0;
+                }
+            },
         }
     };
     emit::payload(&emit::Payload {
@@ -141,11 +156,32 @@ pub fn ssl_return(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Records that `key`'s TLS connection runs on `sock` (until that socket closes, see
+/// `forget_socket`).
+#[inline(always)]
+fn remember(key: &SslKey, sock: SslSock) {
+    let _ = SSL_SOCK.insert(key, &sock, 0);
+    let _ = SK_SSL.insert(&sock.sk, key, 0);
+    let _ = TLS_SOCKS.insert(&sock.sk, &1, 0);
+}
+
+/// Drops what is known about a closed socket's TLS connection.
+#[inline(always)]
+pub(crate) fn forget_socket(sk: u64) {
+    // SAFETY: plain lookup of a POD value, copied before the entry is removed.
+    if let Some(key) = unsafe { SK_SSL.get(&sk) }.copied() {
+        let _ = SSL_SOCK.remove(&key);
+        let _ = SK_SSL.remove(&sk);
+    }
+    let _ = TLS_SOCKS.remove(&sk);
+}
+
 /// Called by every socket syscall exit on a TCP socket. If a TLS call is in flight on this thread,
 /// the socket is the one under it: remember that, and return `true` so the caller drops the
 /// ciphertext. Also `true` for any socket already known to carry TLS.
 #[inline(always)]
 pub(crate) fn on_socket_syscall(pid_tgid: u64, tgid: u32, sk: u64, fd: i32) -> bool {
+    let _ = LAST_SOCK.insert(&pid_tgid, &SslSock { sk, fd, _pad: 0 }, 0);
     if let Some(call) = TLS_INFLIGHT.get_ptr_mut(&pid_tgid) {
         // SAFETY: valid map value pointer for this program run.
         let call = unsafe { &mut *call };
@@ -158,8 +194,7 @@ pub(crate) fn on_socket_syscall(pid_tgid: u64, tgid: u32, sk: u64, fd: i32) -> b
             _pad: 0,
             ssl: call.ssl,
         };
-        let _ = SSL_SOCK.insert(&key, &SslSock { sk, fd, _pad: 0 }, 0);
-        let _ = TLS_SOCKS.insert(&sk, &1, 0);
+        remember(&key, SslSock { sk, fd, _pad: 0 });
         return true;
     }
     // SAFETY: plain lookup.
