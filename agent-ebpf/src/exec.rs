@@ -2,11 +2,14 @@
 //! look for TLS libraries to attach to in the new image without waiting for its periodic scan.
 
 use agent_common::{stats::Stat, EventKind, ExecEvent};
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    bindings::BPF_RB_FORCE_WAKEUP, helpers::bpf_ktime_get_ns, macros::tracepoint,
+    programs::TracePointContext,
+};
 
 use crate::{
     helpers::{count, current_ids},
-    maps::{wakeup_flags, EVENTS},
+    maps::EVENTS,
 };
 
 /// `sched:sched_process_exec`.
@@ -23,7 +26,9 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
         tgid,
         ts_ns: unsafe { bpf_ktime_get_ns() },
     });
-    slot.submit(wakeup_flags());
+    // Wake the reader now: a new process's TLS library should be attached before its first
+    // request, and execs are rare enough not to cost a wakeup storm.
+    slot.submit(u64::from(BPF_RB_FORCE_WAKEUP));
     count(Stat::ExecEvents, 1);
     0
 }

@@ -28,9 +28,11 @@ pub const RETURN_PROGRAM: &str = "ssl_return";
 
 /// How often every process is rescanned for newly mapped TLS libraries.
 const RESCAN_PERIOD: Duration = Duration::from_secs(10);
-/// Delays after an exec at which that process is scanned (the dynamic loader maps its libraries
-/// within milliseconds; interpreters load TLS modules a little later).
-const AFTER_EXEC: [Duration; 3] = [
+/// Delays after an exec at which that process is scanned: at once for its executable (statically
+/// linked OpenSSL, as in node, must be attached before the first request), then for the libraries
+/// the dynamic loader maps within milliseconds, then for modules interpreters load later.
+const AFTER_EXEC: [Duration; 4] = [
+    Duration::ZERO,
     Duration::from_millis(50),
     Duration::from_millis(500),
     Duration::from_secs(2),
