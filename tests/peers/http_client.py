@@ -1,7 +1,7 @@
 """HTTP/1.1 test client (stdlib http.client), printing one line per request:
 "<status> <body bytes> <local port>".
 
-Usage:
+Usage: http_client.py [--tls] MODE PORT ...   (--tls: HTTPS, certificate not verified)
   http_client.py keepalive PORT PATH...   one keep-alive connection, one GET per PATH, in order
   http_client.py parallel PORT N PATH     N threads, each its own connection and one GET, all
                                           connected before any request is sent (a barrier)
@@ -13,12 +13,27 @@ Usage:
 Exits non-zero when a request fails (not on 4xx/5xx).
 """
 import http.client
+import ssl
 import sys
 import threading
 
+TLS = len(sys.argv) > 1 and sys.argv[1] == "--tls"
+if TLS:
+    del sys.argv[1]
+
+
+def connection(port, timeout):
+    """An HTTP/1.1 connection to 127.0.0.1:port; HTTPS (unverified: the tests' certificates are
+    self-signed) with --tls."""
+    if TLS:
+        return http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=timeout, context=ssl._create_unverified_context()
+        )
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
 
 def keepalive(port, paths):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn = connection(port, 30)
     for path in paths:
         conn.request("GET", path)
         local_port = conn.sock.getsockname()[1]  # before the response: a `Connection: close` drops sock
@@ -33,7 +48,7 @@ def parallel(port, n, path):
     results = [None] * n
 
     def one(i):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn = connection(port, 60)
         conn.connect()
         barrier.wait(timeout=60)
         conn.request("GET", path)
@@ -55,7 +70,7 @@ def parallel(port, n, path):
 
 
 def headers(port, path, lines):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn = connection(port, 30)
     extra = {}
     for line in lines:
         name, value = line.split(":", 1)
@@ -69,7 +84,7 @@ def headers(port, path, lines):
 
 
 def from_stdin(port):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn = connection(port, 30)
     conn.connect()
     local_port = conn.sock.getsockname()[1]
     print("connected", local_port, flush=True)

@@ -1,7 +1,10 @@
 """HTTP/1.1 test server (stdlib only): keep-alive, fixed statuses, chunked bodies, echo.
 
-Usage: http_server.py PORT [HOST]   (listens on HOST:PORT; HOST defaults to 127.0.0.1, and an
-                                     IPv6 address such as ::1 gives an AF_INET6 socket)
+Usage: http_server.py PORT [HOST] [--tls CERT KEY]
+  listens on HOST:PORT; HOST defaults to 127.0.0.1, and an IPv6 address such as ::1 gives an
+  AF_INET6 socket. With --tls, every connection is HTTPS (ssl.SSLContext with the PEM certificate
+  and key; the handshake runs in the connection's own thread, so a client that connects and sends
+  nothing, like the harness's readiness probe, stalls no one).
 
 Routes:
   GET  /status/<code>  -> <code> with body b"status <code>\n" and a Content-Length (query ignored)
@@ -68,6 +71,35 @@ class Server6(Server):
     address_family = socket.AF_INET6
 
 
-port = int(sys.argv[1])
-host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
-(Server6 if ":" in host else Server)((host, port), Handler).serve_forever()
+class TlsMixin:
+    """Wraps each accepted connection in TLS in its handler thread (before the handler runs)."""
+
+    tls_context = None
+
+    def finish_request(self, request, client_address):
+        try:
+            tls = self.tls_context.wrap_socket(request, server_side=True)
+        except OSError:
+            return  # no handshake (a bare TCP probe, or a client that gave up)
+        with tls:
+            self.RequestHandlerClass(tls, client_address, self)
+
+
+args = sys.argv[1:]
+tls_files = None
+if "--tls" in args:
+    i = args.index("--tls")
+    tls_files = args[i + 1 : i + 3]
+    del args[i : i + 3]
+port = int(args[0])
+host = args[1] if len(args) > 1 else "127.0.0.1"
+server_class = Server6 if ":" in host else Server
+if tls_files:
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls_files)
+    server_class = type(
+        "Tls" + server_class.__name__, (TlsMixin, server_class), {"tls_context": context}
+    )
+server_class((host, port), Handler).serve_forever()

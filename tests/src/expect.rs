@@ -42,6 +42,8 @@ pub struct HttpSpan {
     pub path: String,
     pub status: i64,
     pub server_port: u16,
+    /// `url.scheme`: `http` unless set with [`HttpSpan::scheme`] (`https` for exchanges over TLS).
+    pub scheme: &'static str,
     /// The loopback address both ends use: `server.address`, `network.peer.address` and (server
     /// spans) `client.address`. `127.0.0.1` unless set with [`HttpSpan::address`].
     pub address: &'static str,
@@ -78,6 +80,7 @@ impl HttpSpan {
             path: path.to_owned(),
             status,
             server_port,
+            scheme: "http",
             address: "127.0.0.1",
             service: None,
             pid: None,
@@ -87,6 +90,13 @@ impl HttpSpan {
             response_body_size: None,
             max_duration: None,
         }
+    }
+
+    /// `url.scheme` must be `scheme` (`https` when the exchange went over TLS).
+    #[must_use]
+    pub fn scheme(mut self, scheme: &'static str) -> Self {
+        self.scheme = scheme;
+        self
     }
 
     /// Both ends on this loopback address (`::1` for IPv6; `server.address` is the URL's host
@@ -158,7 +168,7 @@ impl HttpSpan {
         m.str("http.request.method", self.method);
         m.int("http.response.status_code", self.status);
         m.str("url.path", &self.path);
-        m.str("url.scheme", "http");
+        m.str("url.scheme", self.scheme);
         m.str("server.address", self.address);
         m.int("server.port", i64::from(self.server_port));
         m.str("network.peer.address", self.address);

@@ -1,14 +1,18 @@
-//! Real peers: servers (Python `http.server`, nginx) started per test on a fresh loopback port, and
-//! clients (curl, Python `http.client`, a raw TCP exchange) run to completion with their wall time.
+//! Real peers: servers (Python `http.server`, nginx, Node `https`; plain or over TLS) started per
+//! test on a fresh loopback port, and clients (curl, Python `http.client`, Node `https`, a raw TCP
+//! exchange) run to completion with their wall time.
 
 use std::{
     collections::BTreeMap,
     fs,
     io::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
-    sync::OnceLock,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        OnceLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -45,6 +49,8 @@ pub struct Server {
     port: u16,
     /// The address it listens on (`127.0.0.1` or `::1`).
     ip: IpAddr,
+    /// Whether it speaks HTTPS.
+    tls: bool,
 }
 
 impl Server {
@@ -64,10 +70,46 @@ impl Server {
         self.ip
     }
 
-    /// `http://127.0.0.1:<port><path>` (`http://[::1]:<port><path>` on IPv6).
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", SocketAddr::new(self.ip, self.port))
+    /// Whether it speaks HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls
     }
+
+    /// `http://127.0.0.1:<port><path>` (`http://[::1]:<port><path>` on IPv6; `https://` over TLS).
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", SocketAddr::new(self.ip, self.port))
+    }
+}
+
+/// A self-signed certificate (CN and SAN `localhost`, SAN `127.0.0.1`) and its unencrypted key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Makes `<dir>/cert.pem` and `<dir>/key.pem` with the `openssl` CLI (RSA 2048, valid 2 days), or
+/// returns them if this test made them already.
+pub fn self_signed_cert(dir: &TempDir) -> TlsFiles {
+    let files = TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    if !(files.cert.is_file() && files.key.is_file()) {
+        run_to_completion(
+            "openssl req",
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+                .arg(&files.key)
+                .arg("-out")
+                .arg(&files.cert)
+                .args(["-days", "2", "-subj", "/CN=localhost", "-addext"])
+                .arg("subjectAltName=DNS:localhost,IP:127.0.0.1"),
+            Duration::from_secs(60),
+        );
+    }
+    files
 }
 
 /// Starts `peers/http_server.py` (HTTP/1.1 keep-alive, `/status/<code>`, `/chunked`, `POST /echo`)
@@ -82,13 +124,88 @@ pub fn python_http_server_on(dir: &TempDir, ip: IpAddr) -> Server {
         IpAddr::V4(_) => free_port(),
         IpAddr::V6(_) => free_port_v6().expect("IPv6 loopback (check ipv6_loopback() first)"),
     };
+    python_server(dir, ip, port, None, None)
+}
+
+/// `peers/http_server.py --tls` (HTTPS with [`self_signed_cert`]) on `127.0.0.1` and a fresh port.
+pub fn python_https_server(dir: &TempDir) -> Server {
+    python_https_server_on_port(dir, free_port())
+}
+
+/// `peers/http_server.py --tls` on `127.0.0.1:port`, e.g. a port the agent already watches.
+pub fn python_https_server_on_port(dir: &TempDir, port: u16) -> Server {
+    let tls = self_signed_cert(dir);
+    python_server(dir, IpAddr::V4(Ipv4Addr::LOCALHOST), port, Some(&tls), None)
+}
+
+/// Like [`python_https_server_on_port`], but the server loads its own copy of `libssl.so.3`
+/// (`<dir>/private-lib/`, through `LD_LIBRARY_PATH`): a file no other process maps, so an agent
+/// started earlier can only trace it by discovering the library after the process started.
+/// Panics unless the server really mapped the copy.
+pub fn python_https_server_with_private_libssl(dir: &TempDir, port: u16) -> Server {
+    let tls = self_signed_cert(dir);
+    let lib_dir = dir.join("private-lib");
+    fs::create_dir_all(&lib_dir).expect("create private-lib");
+    let system = python_libssl();
+    let copy = lib_dir.join(system.file_name().expect("libssl has a file name"));
+    fs::copy(&system, &copy)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", system.display(), copy.display()));
+    let server = python_server(
+        dir,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port,
+        Some(&tls),
+        Some(&lib_dir),
+    );
+    let maps = fs::read_to_string(format!("/proc/{}/maps", server.pid())).unwrap_or_default();
+    assert!(
+        maps.contains(&*copy.to_string_lossy()),
+        "harness: the server did not load {} (LD_LIBRARY_PATH ignored?)",
+        copy.display()
+    );
+    server
+}
+
+/// The `libssl` Python's `ssl` module loads (read from the interpreter's own memory map).
+fn python_libssl() -> PathBuf {
+    let (_, out, _) = run_to_completion(
+        "python3 (locating libssl)",
+        Command::new(python()).args([
+            "-c",
+            "import ssl; print(next(l.split()[-1] for l in open('/proc/self/maps') \
+             if '/libssl.so' in l))",
+        ]),
+        Duration::from_secs(30),
+    );
+    PathBuf::from(out.trim())
+}
+
+/// `peers/http_server.py` on `ip:port`; HTTPS with `tls`; `lib_dir` first in `LD_LIBRARY_PATH`.
+fn python_server(
+    dir: &TempDir,
+    ip: IpAddr,
+    port: u16,
+    tls: Option<&TlsFiles>,
+    lib_dir: Option<&Path>,
+) -> Server {
     let mut cmd = Command::new(python());
+    if let Some(lib_dir) = lib_dir {
+        cmd.env("LD_LIBRARY_PATH", lib_dir);
+    }
     cmd.arg(peers_dir().join("http_server.py"))
         .arg(port.to_string())
         .arg(ip.to_string());
+    if let Some(tls) = tls {
+        cmd.arg("--tls").arg(&tls.cert).arg(&tls.key);
+    }
     let mut proc = Proc::spawn("http_server", dir.path(), &mut cmd);
     proc.wait_for_addr(SocketAddr::new(ip, port), START_TIMEOUT);
-    Server { proc, port, ip }
+    Server {
+        proc,
+        port,
+        ip,
+        tls: tls.is_some(),
+    }
 }
 
 /// A `[::1]` port that was free a moment ago, or `None` when IPv6 loopback cannot be bound.
@@ -112,9 +229,23 @@ pub fn ipv6_loopback_unavailable() -> Option<String> {
 }
 
 /// Starts nginx (one foreground process) from `peers/nginx.conf` with everything under
-/// `<dir>/nginx/`, serving `/index.html` ([`NGINX_INDEX_BYTES`] bytes), `return 404` on
-/// `/status/404` and `return 500` on `/status/500`.
+/// `<dir>/nginx/`, serving `/index.html` ([`NGINX_INDEX_BYTES`] bytes, [`nginx_index`]),
+/// `return 404` on `/status/404` and `return 500` on `/status/500`.
 pub fn nginx(dir: &TempDir) -> Server {
+    nginx_with(dir, None)
+}
+
+/// [`nginx`] over HTTPS (`listen … ssl`, [`self_signed_cert`], TLS 1.2 and 1.3).
+pub fn nginx_tls(dir: &TempDir) -> Server {
+    nginx_with(dir, Some(&self_signed_cert(dir)))
+}
+
+/// The content of nginx's `/index.html` in `dir` (what a client must receive).
+pub fn nginx_index(dir: &TempDir) -> Vec<u8> {
+    fs::read(dir.join("nginx/www/index.html")).expect("read nginx's index.html")
+}
+
+fn nginx_with(dir: &TempDir, tls: Option<&TlsFiles>) -> Server {
     let port = free_port();
     let root = dir.join("nginx");
     fs::create_dir_all(root.join("www")).expect("create the nginx www dir");
@@ -126,7 +257,18 @@ pub fn nginx(dir: &TempDir) -> Server {
         fs::read_to_string(peers_dir().join("nginx.conf")).expect("read peers/nginx.conf");
     let conf = template
         .replace("@DIR@", &root.to_string_lossy())
-        .replace("@PORT@", &port.to_string());
+        .replace("@PORT@", &port.to_string())
+        .replace("@SSL@", if tls.is_some() { " ssl" } else { "" })
+        .replace(
+            "@TLS@",
+            &tls.map_or_else(String::new, |t| {
+                format!(
+                    "ssl_certificate {}; ssl_certificate_key {}; ssl_protocols TLSv1.2 TLSv1.3;",
+                    t.cert.display(),
+                    t.key.display()
+                )
+            }),
+        );
     let conf_path = root.join("nginx.conf");
     fs::write(&conf_path, conf).expect("write nginx.conf");
     let mut cmd = Command::new("nginx");
@@ -142,7 +284,42 @@ pub fn nginx(dir: &TempDir) -> Server {
         proc,
         port,
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        tls: tls.is_some(),
     }
+}
+
+/// Why `node` cannot run the Node peers (not on `PATH`, or it fails), or `None` when it can.
+pub fn node_unavailable() -> Option<String> {
+    match Command::new("node").arg("--version").output() {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!("`node --version` failed ({})", out.status)),
+        Err(e) => Some(format!("cannot run `node`: {e}")),
+    }
+}
+
+/// `node peers/https_server.js` (Node `https`, routes as `peers/http_server.py`'s `/status/<code>`)
+/// with [`self_signed_cert`] on `127.0.0.1` and a fresh port. Check [`node_unavailable`] first.
+pub fn node_https_server(dir: &TempDir) -> Server {
+    let port = free_port();
+    let tls = self_signed_cert(dir);
+    let mut cmd = Command::new("node");
+    cmd.arg(peers_dir().join("https_server.js"))
+        .arg(port.to_string())
+        .arg(&tls.cert)
+        .arg(&tls.key);
+    let mut proc = Proc::spawn("https_server_js", dir.path(), &mut cmd);
+    proc.wait_for_port(port, START_TIMEOUT);
+    Server {
+        proc,
+        port,
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        tls: true,
+    }
+}
+
+/// The body `peers/http_server.py` and `peers/https_server.js` send for `GET /status/<code>`.
+pub fn status_body(code: i64) -> Vec<u8> {
+    format!("status {code}\n").into_bytes()
 }
 
 /// One request/response as the client saw it.
@@ -179,6 +356,12 @@ impl ClientRun {
 /// Runs curl once over `urls` (one connection reused when the server keeps it alive), plus
 /// `extra_args` before the URLs. Bodies go to /dev/null.
 pub fn curl(urls: &[String], extra_args: &[&str]) -> ClientRun {
+    let dev_null = vec![PathBuf::from("/dev/null"); urls.len()];
+    curl_to(urls, extra_args, &dev_null)
+}
+
+/// One curl run over `urls`, the `i`-th body written to `outputs[i]`.
+fn curl_to(urls: &[String], extra_args: &[&str], outputs: &[PathBuf]) -> ClientRun {
     let mut cmd = Command::new("curl");
     cmd.args(["--silent", "--show-error", "--http1.1"])
         .args([
@@ -186,8 +369,8 @@ pub fn curl(urls: &[String], extra_args: &[&str]) -> ClientRun {
             "%{http_code} %{size_download} %{local_port} %{num_connects}\\n",
         ])
         .args(extra_args);
-    for url in urls {
-        cmd.args(["--output", "/dev/null", url]);
+    for (url, output) in urls.iter().zip(outputs) {
+        cmd.arg("--output").arg(output).arg(url);
     }
     let (pid, out, wall) = run_to_completion("curl", &mut cmd, CLIENT_TIMEOUT);
     ClientRun {
@@ -195,6 +378,26 @@ pub fn curl(urls: &[String], extra_args: &[&str]) -> ClientRun {
         wall,
         transfers: parse_transfers("curl", &out),
     }
+}
+
+/// Runs curl like [`curl`], but saves each response body under `dir` and returns them in URL order
+/// (to check that traffic reached the client unaltered).
+pub fn curl_bodies(
+    dir: &TempDir,
+    urls: &[String],
+    extra_args: &[&str],
+) -> (ClientRun, Vec<Vec<u8>>) {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let run_id = RUNS.fetch_add(1, Ordering::Relaxed);
+    let outputs: Vec<PathBuf> = (0..urls.len())
+        .map(|i| dir.join(&format!("curl-{run_id}-{i}.body")))
+        .collect();
+    let run = curl_to(urls, extra_args, &outputs);
+    let bodies = outputs
+        .iter()
+        .map(|p| fs::read(p).unwrap_or_else(|e| panic!("read curl's output {}: {e}", p.display())))
+        .collect();
+    (run, bodies)
 }
 
 /// Runs `peers/http_client.py` with `args` (`keepalive PORT PATH...` or `parallel PORT N PATH`).
@@ -206,6 +409,31 @@ pub fn python_client(args: &[String]) -> ClientRun {
         pid,
         wall,
         transfers: parse_transfers("http_client.py", &out),
+    }
+}
+
+/// `peers/http_client.py --tls keepalive PORT PATH...`: Python `http.client.HTTPSConnection`
+/// (certificate not verified), one keep-alive connection, one GET per path.
+pub fn python_https_client(port: u16, paths: &[&str]) -> ClientRun {
+    let mut args = vec!["--tls".to_owned(), "keepalive".to_owned(), port.to_string()];
+    args.extend(paths.iter().map(|p| (*p).to_owned()));
+    python_client(&args)
+}
+
+/// `node peers/https_client.js --wait-ms W PORT PATH...`: Node `https.get` with a keep-alive agent
+/// (one connection, certificate not verified), one GET per path, the first `wait` after node
+/// started. Check [`node_unavailable`] first.
+pub fn node_https_client(wait: Duration, port: u16, paths: &[&str]) -> ClientRun {
+    let mut cmd = Command::new("node");
+    cmd.arg(peers_dir().join("https_client.js"))
+        .args(["--wait-ms", &wait.as_millis().to_string()])
+        .arg(port.to_string())
+        .args(paths);
+    let (pid, out, wall) = run_to_completion("https_client.js", &mut cmd, CLIENT_TIMEOUT);
+    ClientRun {
+        pid,
+        wall,
+        transfers: parse_transfers("https_client.js", &out),
     }
 }
 

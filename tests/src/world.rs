@@ -55,6 +55,12 @@ pub enum Peer {
     /// `peers/http_server.py` on `[::1]` (check [`peers::ipv6_loopback_unavailable`] first).
     PythonIpv6,
     Nginx,
+    /// `peers/http_server.py --tls` (HTTPS, self-signed certificate in the temp dir).
+    PythonTls,
+    /// nginx with `listen … ssl` (self-signed certificate in the temp dir).
+    NginxTls,
+    /// `peers/https_server.js` on `node` (check [`peers::node_unavailable`] first).
+    NodeTls,
 }
 
 #[derive(Debug)]
@@ -92,6 +98,28 @@ impl World {
     ) -> Self {
         Stage::start(name, peer, via).start_agent(watch, agent_args)
     }
+
+    /// Starts the sink and the agent (OTLP/gRPC, `--port` a fresh port), and only then the server,
+    /// through `start_server(dir, port)`: for servers that must appear after the agent is ready.
+    pub fn start_server_after_agent(
+        name: &str,
+        start_server: impl FnOnce(&TempDir, u16) -> Server,
+    ) -> Self {
+        let dir = TempDir::new(name);
+        let sink = OtlpSink::start(&dir);
+        let port = crate::free_port();
+        let agent = Agent::start(&dir, &[port], &[], &Export::Grpc(sink.grpc_endpoint()));
+        let server = start_server(&dir, port);
+        assert_eq!(server.port(), port, "harness: the server took another port");
+        Self {
+            agent,
+            gateway: None,
+            server,
+            sink,
+            dir,
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.server.port()
     }
@@ -146,6 +174,9 @@ impl Stage {
             Peer::Python => peers::python_http_server(&dir),
             Peer::PythonIpv6 => peers::python_http_server_on(&dir, IpAddr::V6(Ipv6Addr::LOCALHOST)),
             Peer::Nginx => peers::nginx(&dir),
+            Peer::PythonTls => peers::python_https_server(&dir),
+            Peer::NginxTls => peers::nginx_tls(&dir),
+            Peer::NodeTls => peers::node_https_server(&dir),
         };
         let gateway = (via == Via::Rotel).then(|| Rotel::start(&dir, &sink));
         Self {
