@@ -15,7 +15,7 @@ use std::{
 
 use aya::{
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
         ProgramError, UProbe,
     },
     Ebpf,
@@ -25,6 +25,9 @@ use super::tls_targets::{self, Candidate, FileId, TlsTarget};
 
 /// Program attached at every return site of the TLS functions.
 pub const RETURN_PROGRAM: &str = "ssl_return";
+
+/// Attach attempts per file before it is given up (logged as a warning each time).
+const MAX_ATTACH_TRIES: u32 = 3;
 
 /// How often every process is rescanned for newly mapped TLS libraries.
 const RESCAN_PERIOD: Duration = Duration::from_secs(10);
@@ -52,6 +55,7 @@ pub struct TlsAttacher {
     programs: Ebpf,
     enabled: bool,
     seen: HashSet<FileId>,
+    failures: HashMap<FileId, u32>,
     stats: TlsStats,
 }
 
@@ -63,6 +67,7 @@ impl TlsAttacher {
             programs,
             enabled,
             seen: HashSet::new(),
+            failures: HashMap::new(),
             stats: TlsStats::default(),
         }
     }
@@ -85,25 +90,30 @@ impl TlsAttacher {
 
     fn consider(&mut self, c: &Candidate) {
         match tls_targets::analyze(c) {
-            Ok(target) => {
-                self.seen.insert(c.id.clone());
-                match self.attach(&target) {
-                    Ok(sites) => {
-                        self.stats.attached += 1;
-                        let names: Vec<_> = target.functions.iter().map(|f| f.symbol).collect();
-                        tracing::info!(
-                            file = %target.display,
-                            functions = %names.join(", "),
-                            return_sites = sites,
-                            "TLS: attached OpenSSL-API uprobes"
-                        );
-                    }
-                    Err(e) => {
-                        *self.stats.skipped.entry("attach_failed").or_default() += 1;
-                        tracing::warn!(file = %target.display, error = %e, "TLS: cannot attach uprobes; this library's traffic stays encrypted to Sonde");
+            Ok(target) => match self.attach(&target) {
+                Ok(sites) => {
+                    self.seen.insert(c.id.clone());
+                    self.stats.attached += 1;
+                    let names: Vec<_> = target.functions.iter().map(|f| f.symbol).collect();
+                    tracing::info!(
+                        file = %target.display,
+                        functions = %names.join(", "),
+                        return_sites = sites,
+                        "TLS: attached OpenSSL-API uprobes"
+                    );
+                }
+                Err(e) => {
+                    *self.stats.skipped.entry("attach_failed").or_default() += 1;
+                    let tries = self.failures.entry(c.id.clone()).or_default();
+                    *tries += 1;
+                    if *tries >= MAX_ATTACH_TRIES {
+                        self.seen.insert(c.id.clone());
+                        tracing::warn!(file = %target.display, error = %e, "TLS: cannot attach uprobes; giving up, this library's traffic stays encrypted to Sonde");
+                    } else {
+                        tracing::warn!(file = %target.display, error = %e, "TLS: cannot attach uprobes; will retry");
                     }
                 }
-            }
+            },
             // The process may have exited mid-scan: try the file again through another process.
             Err(tls_targets::TargetError::Open) => {
                 *self.stats.skipped.entry("open").or_default() += 1;
@@ -120,11 +130,32 @@ impl TlsAttacher {
         }
     }
 
-    /// Attaches the entry and return-site uprobes of `target`; returns the return sites attached.
+    /// Attaches the entry and return-site uprobes of `target`, all or nothing: on an error the
+    /// links made so far are detached. Returns the return sites attached.
     fn attach(&mut self, target: &TlsTarget) -> Result<usize, ProgramError> {
+        let mut links = Vec::new();
+        let result = self.attach_all(target, &mut links);
+        if result.is_err() {
+            for (name, link) in links {
+                if let Ok(p) = program(&mut self.programs, name) {
+                    let _ = p.detach(link);
+                }
+            }
+        }
+        result
+    }
+
+    fn attach_all(
+        &mut self,
+        target: &TlsTarget,
+        links: &mut Vec<(&'static str, UProbeLinkId)>,
+    ) -> Result<usize, ProgramError> {
         for f in &target.functions {
             let prog = program(&mut self.programs, f.program)?;
-            prog.attach([f.symbol], &target.path, UProbeScope::AllProcesses)?;
+            links.push((
+                f.program,
+                prog.attach([f.symbol], &target.path, UProbeScope::AllProcesses)?,
+            ));
         }
         let points: Vec<UProbeAttachPoint<'_>> = target
             .functions
@@ -137,11 +168,11 @@ impl TlsAttacher {
             })
             .collect();
         let sites = points.len();
-        program(&mut self.programs, RETURN_PROGRAM)?.attach(
-            points,
-            &target.path,
-            UProbeScope::AllProcesses,
-        )?;
+        let prog = program(&mut self.programs, RETURN_PROGRAM)?;
+        links.push((
+            RETURN_PROGRAM,
+            prog.attach(points, &target.path, UProbeScope::AllProcesses)?,
+        ));
         Ok(sites)
     }
 

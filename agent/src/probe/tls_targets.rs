@@ -13,6 +13,7 @@
 use std::{
     collections::HashSet,
     fs,
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
@@ -41,13 +42,16 @@ pub struct TlsFunction {
     pub ret_offsets: Vec<u64>,
 }
 
-/// A file to attach TLS uprobes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A file to attach TLS uprobes to, held open by the agent.
+#[derive(Debug)]
 pub struct TlsTarget {
     /// Identity (attach once per file).
     pub id: FileId,
-    /// Path usable from the agent (`/proc/<pid>/root/...`).
+    /// `/proc/self/fd/<n>` of the open file: stays valid even when the process that revealed the
+    /// file (through its `/proc/<pid>/root`) exits before the uprobes are attached.
     pub path: PathBuf,
+    /// Keeps `path` valid until the target is dropped.
+    _file: fs::File,
     /// Path as the process sees it (for logs).
     pub display: String,
     /// Functions found (at least `SSL_read` or `SSL_read_ex`, and `SSL_write` or `SSL_write_ex`).
@@ -145,9 +149,11 @@ pub fn analyze(c: &Candidate) -> Result<TlsTarget, TargetError> {
     // only regular files found in maps (libraries and executables, replaced not truncated) are read.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|_| TargetError::Open)?;
     let functions = find_functions(&map)?;
+    let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     Ok(TlsTarget {
         id: c.id.clone(),
-        path,
+        path: fd_path,
+        _file: file,
         display: c.path.clone(),
         functions,
     })

@@ -1,6 +1,7 @@
 //! Installs the real peers the end-to-end tests drive, each only when it is missing.
 //!
-//! apt: nginx (server), curl (client), bpftool (inspecting loaded programs when a test fails).
+//! apt: nginx (server), curl (client), bpftool (inspecting loaded programs when a test fails),
+//! openssl (self-signed certificates for the TLS tests).
 //! pip: opentelemetry-proto + grpcio (the independent OTLP sink, tests/peers/otlp_sink.py) and rotel
 //! (a real OTLP collector used as a gateway). rotel only ships pre-releases, so it alone gets `--pre`:
 //! with `--pre` the others would pull protobuf release candidates.
@@ -11,7 +12,7 @@ use anyhow::{bail, Result};
 
 use crate::exec;
 
-const APT_PACKAGES: [&str; 3] = ["nginx", "curl", "bpftool"];
+const APT_PACKAGES: [&str; 4] = ["nginx", "curl", "bpftool", "openssl"];
 
 /// (distribution name, pinned version or `None` for any, pip requirement, needs `--pre`).
 const PIP_PACKAGES: [(&str, Option<&str>, &str, bool); 3] = [
