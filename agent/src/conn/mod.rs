@@ -432,6 +432,18 @@ mod tests {
         }
     }
 
+    /// A TLS plaintext record (`SSL_read` for ingress, `SSL_write` for egress).
+    fn tls<'a>(dir: Direction, seq: u64, ts: u64, payload: &'a [u8]) -> DataRecord<'a> {
+        let source = match dir {
+            Direction::Ingress => DataSource::SslRead,
+            Direction::Egress => DataSource::SslWrite,
+        };
+        let mut r = data(dir, seq, ts, payload);
+        r.header.source = source as u32;
+        r.source = source;
+        r
+    }
+
     const REQ: &[u8] = b"GET /a?secret=1 HTTP/1.1\r\nHost: x\r\n\r\n";
     const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
@@ -498,6 +510,37 @@ mod tests {
         assert_eq!(t.stats().counters.get("conn_own_export"), Some(&1));
         t.gc(now + OWN_LINGER);
         assert!(t.own.is_empty());
+    }
+
+    #[test]
+    fn tls_plaintext_revives_a_connection_given_up_as_not_http() {
+        let mut t = ConnTable::new(Selection::default(), Duration::from_secs(60));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        t.on_conn_event(&established(SK, TCP_SYN_RECV), now, &mut out);
+        // Handshake ciphertext (TLS records start with 0x16 0x03) in both directions: not HTTP.
+        let hello = [0x16u8, 0x03, 0x01, 0x00, 0x20, 0x01, 0x00, 0x00];
+        let mut seq = [0u64; 2];
+        for i in 0..4u64 {
+            for dir in [Direction::Ingress, Direction::Egress] {
+                let idx = dir as usize;
+                t.on_data(&data(dir, seq[idx], 10 * i, &hello), now, &mut out);
+                seq[idx] += hello.len() as u64;
+            }
+        }
+        assert_eq!(t.stats().counters.get("conn_not_http"), Some(&1));
+        // Then the plaintext from SSL_read/SSL_write (its own stream offsets, from 0).
+        t.on_data(&tls(Direction::Ingress, 0, 100, REQ), now, &mut out);
+        // Ciphertext still arriving for the socket is ignored, not parsed.
+        t.on_data(&data(Direction::Egress, seq[0], 150, &hello), now, &mut out);
+        t.on_data(&tls(Direction::Egress, 0, 200, RESP), now, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let ex = &out[0].exchange;
+        assert!(ex.conn.tls);
+        assert_eq!(ex.conn.role, Role::Server);
+        let ExchangeKind::Http(h) = &ex.kind;
+        assert_eq!((h.path.as_str(), h.status), ("/a", 200));
+        assert_eq!(t.stats().counters.get("conn_tls"), Some(&1));
     }
 
     #[test]
