@@ -55,6 +55,12 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     }
     // SAFETY: plain map lookup of a `u8` value.
     let own = unsafe { SELF_SOCKS.get(&sk) }.is_some();
+    // A new connection on this `sk` starts its streams at 0; so does a closed one (a syscall that
+    // ends after the close, e.g. a write answered by a reset, must not carry stale offsets into
+    // the next connection that reuses the address).
+    if opened {
+        let _ = SOCK_SEQ.remove(&sk);
+    }
     if closed {
         let _ = SOCK_SEQ.remove(&sk);
         let _ = SELF_SOCKS.remove(&sk);

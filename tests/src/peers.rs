@@ -357,12 +357,12 @@ impl ClientRun {
 /// `extra_args` before the URLs. Bodies go to /dev/null.
 pub fn curl(urls: &[String], extra_args: &[&str]) -> ClientRun {
     let dev_null = vec![PathBuf::from("/dev/null"); urls.len()];
-    curl_to(urls, extra_args, &dev_null)
+    curl_to(Path::new("curl"), urls, extra_args, &dev_null)
 }
 
-/// One curl run over `urls`, the `i`-th body written to `outputs[i]`.
-fn curl_to(urls: &[String], extra_args: &[&str], outputs: &[PathBuf]) -> ClientRun {
-    let mut cmd = Command::new("curl");
+/// One run of the curl executable `program`, over `urls`, the `i`-th body written to `outputs[i]`.
+fn curl_to(program: &Path, urls: &[String], extra_args: &[&str], outputs: &[PathBuf]) -> ClientRun {
+    let mut cmd = Command::new(program);
     cmd.args(["--silent", "--show-error", "--http1.1"])
         .args([
             "--write-out",
@@ -387,12 +387,22 @@ pub fn curl_bodies(
     urls: &[String],
     extra_args: &[&str],
 ) -> (ClientRun, Vec<Vec<u8>>) {
+    curl_bodies_with(Path::new("curl"), dir, urls, extra_args)
+}
+
+/// [`curl_bodies`] with another curl executable, e.g. a stripped copy of `/usr/bin/curl`.
+pub fn curl_bodies_with(
+    program: &Path,
+    dir: &TempDir,
+    urls: &[String],
+    extra_args: &[&str],
+) -> (ClientRun, Vec<Vec<u8>>) {
     static RUNS: AtomicU32 = AtomicU32::new(0);
     let run_id = RUNS.fetch_add(1, Ordering::Relaxed);
     let outputs: Vec<PathBuf> = (0..urls.len())
         .map(|i| dir.join(&format!("curl-{run_id}-{i}.body")))
         .collect();
-    let run = curl_to(urls, extra_args, &outputs);
+    let run = curl_to(program, urls, extra_args, &outputs);
     let bodies = outputs
         .iter()
         .map(|p| fs::read(p).unwrap_or_else(|e| panic!("read curl's output {}: {e}", p.display())))

@@ -186,6 +186,30 @@ pub fn run_to_completion(
     cmd: &mut Command,
     timeout: Duration,
 ) -> (u32, String, Duration) {
+    let run = run_captured(name, cmd, timeout);
+    assert!(
+        run.status.success(),
+        "{name} ({cmd:?}) failed ({})\nstdout:\n{}\nstderr:\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    (run.pid, run.stdout, run.wall)
+}
+
+/// A finished command: how it exited and what it printed.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub pid: u32,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub wall: Duration,
+}
+
+/// Runs `cmd` to completion (stdin closed, output captured) whatever its exit status, e.g. a client
+/// that must fail; panics only if it does not finish within `timeout`.
+pub fn run_captured(name: &str, cmd: &mut Command, timeout: Duration) -> Captured {
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -204,15 +228,13 @@ pub fn run_to_completion(
         let _ = child.wait();
         panic!("{name} ({cmd:?}) did not finish within {timeout:?}");
     };
-    let (out, err) = (
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    );
-    assert!(
-        status.success(),
-        "{name} ({cmd:?}) failed ({status})\nstdout:\n{out}\nstderr:\n{err}"
-    );
-    (pid, out, wall)
+    Captured {
+        pid,
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        wall,
+    }
 }
 
 fn read_all(pipe: Option<impl io::Read>) -> String {

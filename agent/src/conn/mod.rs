@@ -30,6 +30,9 @@ use crate::{
     ringbuf::DataRecord,
 };
 
+/// How long a closed socket's late records are recognised as such.
+const CLOSED_LINGER: Duration = Duration::from_secs(5);
+
 /// How long the tuple of a closed own connection is remembered.
 const OWN_LINGER: Duration = Duration::from_secs(30);
 
@@ -92,6 +95,11 @@ struct Conn {
 #[derive(Debug)]
 pub struct ConnTable {
     conns: HashMap<u64, Conn>,
+    /// Sockets that reached `CLOSE` recently. A syscall can outlive its socket's state: a write
+    /// answered by a reset moves the socket to `CLOSE` inside the syscall, before its exit records
+    /// the bytes. Such late records are dropped here (`data_after_close`) instead of costing a
+    /// `/proc` lookup for a socket that is gone.
+    closed: HashMap<u64, Instant>,
     /// `(local, peer)` of the agent's own client connections (its OTLP export), with the time
     /// each closed. A connection accepted with the mirrored tuple is the collector's end.
     own: HashMap<(SocketAddr, SocketAddr), Option<Instant>>,
@@ -99,6 +107,7 @@ pub struct ConnTable {
     own_by_sk: HashMap<u64, (SocketAddr, SocketAddr)>,
     opened: HashMap<u64, Opened>,
     processes: ProcessCache,
+    resolver: resolve::Resolver,
     selection: Selection,
     idle_timeout: Duration,
     stats: ConnStats,
@@ -111,10 +120,12 @@ impl ConnTable {
     pub fn new(selection: Selection, idle_timeout: Duration) -> Self {
         Self {
             conns: HashMap::new(),
+            closed: HashMap::new(),
             own: HashMap::new(),
             own_by_sk: HashMap::new(),
             opened: HashMap::new(),
             processes: ProcessCache::default(),
+            resolver: resolve::Resolver::default(),
             selection,
             idle_timeout,
             stats: ConnStats::default(),
@@ -157,6 +168,7 @@ impl ConnTable {
             if let Some(old) = self.conns.remove(&ev.sk) {
                 self.finish(old, ev.ts_ns, out);
             }
+            self.closed.remove(&ev.sk);
             self.opened.insert(
                 ev.sk,
                 Opened {
@@ -169,6 +181,7 @@ impl ConnTable {
             self.stats.add("conn_opened", 1);
         } else if ev.newstate == TCP_CLOSE {
             self.opened.remove(&ev.sk);
+            self.closed.insert(ev.sk, now);
             if let Some(tuple) = self.own_by_sk.remove(&ev.sk) {
                 // Kept a while: the collector's records may still be in flight behind this one.
                 self.own.insert(tuple, Some(now));
@@ -202,6 +215,10 @@ impl ConnTable {
     /// Feeds one data record; completed exchanges go to `out`.
     pub fn on_data(&mut self, rec: &DataRecord<'_>, now: Instant, out: &mut Vec<Observed>) {
         let h = &rec.header;
+        if !self.conns.contains_key(&h.sk) && self.closed.contains_key(&h.sk) {
+            self.stats.add("data_after_close", 1);
+            return;
+        }
         if !self.conns.contains_key(&h.sk) {
             let state = self.new_state(rec, now);
             self.conns.insert(
@@ -279,7 +296,7 @@ impl ConnTable {
         // opening, a first record past offset 0 already reveals a loss.
         let (role, local, peer, first_seq) = match self.opened.remove(&h.sk) {
             Some(o) => (o.role, o.local, o.peer, Some(0)),
-            None => match resolve::resolve(h.tgid, h.fd) {
+            None => match self.resolver.resolve(h.tgid, h.fd, now) {
                 Ok(r) => {
                     self.stats.add("conn_resolved_from_proc", 1);
                     (r.role, r.local, r.peer, None)
@@ -330,10 +347,16 @@ impl ConnTable {
         self.stats
             .add("conn_idle_evicted", (before - self.conns.len()) as u64);
         self.opened.retain(|_, o| now.duration_since(o.at) < idle);
+        self.closed
+            .retain(|_, at| now.duration_since(*at) < CLOSED_LINGER);
         self.own
             .retain(|_, closed| closed.is_none_or(|t| now.duration_since(t) < OWN_LINGER));
         if let Some(cutoff) = now.checked_sub(idle) {
             self.processes.retain_used_since(cutoff);
+        }
+        // Cached /proc tables only help within a burst of new connections.
+        if let Some(cutoff) = now.checked_sub(Duration::from_secs(1)) {
+            self.resolver.retain_read_since(cutoff);
         }
     }
 }
@@ -541,6 +564,26 @@ mod tests {
         let ExchangeKind::Http(h) = &ex.kind;
         assert_eq!((h.path.as_str(), h.status), ("/a", 200));
         assert_eq!(t.stats().counters.get("conn_tls"), Some(&1));
+    }
+
+    #[test]
+    fn records_after_close_are_dropped_without_a_lookup() {
+        let mut t = ConnTable::new(Selection::default(), Duration::from_secs(60));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        t.on_conn_event(&established(SK, TCP_SYN_RECV), now, &mut out);
+        t.on_data(&data(Direction::Ingress, 0, 100, REQ), now, &mut out);
+        t.on_conn_event(&closed(SK), now, &mut out);
+        // The response write completed after a reset closed the socket.
+        t.on_data(&data(Direction::Egress, 0, 200, RESP), now, &mut out);
+        assert_eq!(t.stats().counters.get("data_after_close"), Some(&1));
+        assert!(t.is_empty());
+        assert_eq!(t.stats().counters.get("conn_unresolved_not_a_socket"), None);
+        // The socket's address is reused by a new connection: traced again.
+        t.on_conn_event(&established(SK, TCP_SYN_RECV), now, &mut out);
+        t.on_data(&data(Direction::Ingress, 0, 300, REQ), now, &mut out);
+        t.on_data(&data(Direction::Egress, 0, 400, RESP), now, &mut out);
+        assert_eq!(out.len(), 1);
     }
 
     #[test]

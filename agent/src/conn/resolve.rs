@@ -4,8 +4,10 @@
 //! that also has a `LISTEN` row marks the accepted (server) side.
 
 use std::{
+    collections::HashMap,
     fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Instant,
 };
 
 use crate::exchange::Role;
@@ -54,21 +56,63 @@ struct Row {
     inode: u64,
 }
 
-/// Resolves `(tgid, fd)` through `/proc`.
-///
-/// # Errors
-/// [`ResolveError`] when the fd is gone or the socket is not listed.
-pub fn resolve(tgid: u32, fd: i32) -> Result<Resolved, ResolveError> {
-    let link =
-        fs::read_link(format!("/proc/{tgid}/fd/{fd}")).map_err(|_| ResolveError::NotASocket)?;
-    let inode = socket_inode(&link.to_string_lossy()).ok_or(ResolveError::NotASocket)?;
+/// Resolves sockets through `/proc`, parsing each network namespace's `/proc/<pid>/net/tcp{,6}`
+/// at most once per batch of records (one `now`): under connection churn (after ring-buffer
+/// drops, many connections arrive without their `inet_sock_set_state` record) parsing a table of
+/// thousands of rows per connection would stall the capture task. A socket missing from a table
+/// read for an earlier batch triggers a fresh read.
+#[derive(Debug, Default)]
+pub struct Resolver {
+    tables: HashMap<String, NetTable>,
+}
+
+/// One network namespace's TCP table.
+#[derive(Debug)]
+struct NetTable {
+    read_at: Instant,
+    rows: Vec<Row>,
+}
+
+impl Resolver {
+    /// Resolves `(tgid, fd)`; `now` identifies the batch: a table is read at most once per batch.
+    ///
+    /// # Errors
+    /// [`ResolveError`] when the fd is gone or the socket is not listed.
+    pub fn resolve(&mut self, tgid: u32, fd: i32, now: Instant) -> Result<Resolved, ResolveError> {
+        let link =
+            fs::read_link(format!("/proc/{tgid}/fd/{fd}")).map_err(|_| ResolveError::NotASocket)?;
+        let inode = socket_inode(&link.to_string_lossy()).ok_or(ResolveError::NotASocket)?;
+        let netns = fs::read_link(format!("/proc/{tgid}/ns/net")).map_or_else(
+            |_| format!("pid:{tgid}"),
+            |p| p.to_string_lossy().into_owned(),
+        );
+        let stale = self.tables.get(&netns).is_none_or(|t| t.read_at < now);
+        if let Some(t) = self.tables.get(&netns) {
+            let found = from_rows(&t.rows, inode);
+            if found.is_ok() || !stale {
+                return found;
+            }
+        }
+        let rows = read_rows(tgid);
+        let found = from_rows(&rows, inode);
+        self.tables.insert(netns, NetTable { read_at: now, rows });
+        found
+    }
+
+    /// Drops tables not refreshed since `before`.
+    pub fn retain_read_since(&mut self, before: Instant) {
+        self.tables.retain(|_, t| t.read_at >= before);
+    }
+}
+
+fn read_rows(tgid: u32) -> Vec<Row> {
     let mut rows = Vec::new();
     for file in ["tcp", "tcp6"] {
         if let Ok(text) = fs::read_to_string(format!("/proc/{tgid}/net/{file}")) {
             rows.extend(text.lines().skip(1).filter_map(parse_row));
         }
     }
-    from_rows(&rows, inode)
+    rows
 }
 
 fn from_rows(rows: &[Row], inode: u64) -> Result<Resolved, ResolveError> {
@@ -190,8 +234,11 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         use std::os::fd::AsRawFd;
         let me = std::process::id();
-        let c = resolve(me, client.as_raw_fd()).unwrap();
-        let s = resolve(me, server.as_raw_fd()).unwrap();
+        let mut r = Resolver::default();
+        let now = Instant::now();
+        let c = r.resolve(me, client.as_raw_fd(), now).unwrap();
+        // Same batch: served from the table read for the first lookup.
+        let s = r.resolve(me, server.as_raw_fd(), now).unwrap();
         assert_eq!(c.role, Role::Client);
         assert_eq!(s.role, Role::Server);
         assert_eq!(c.local, s.peer);
