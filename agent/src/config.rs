@@ -51,6 +51,12 @@ pub struct Cli {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value_name = "URL")]
     pub otlp_traces_endpoint: Option<String>,
 
+    /// OTLP endpoint for metrics only; overrides `--otlp-endpoint` (used as is). Metrics are
+    /// exported when this or `--otlp-endpoint` is set; the interval is `OTEL_METRIC_EXPORT_INTERVAL`
+    /// (ms, default 60000), the temporality `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", value_name = "URL")]
+    pub otlp_metrics_endpoint: Option<String>,
+
     /// OTLP transport.
     #[arg(
         long,
@@ -151,6 +157,8 @@ pub enum Export {
     Otlp {
         /// Full traces URL for HTTP (`.../v1/traces`), or the gRPC endpoint.
         endpoint: String,
+        /// Full metrics URL for HTTP (`.../v1/metrics`), or the gRPC endpoint; `None`: no metrics.
+        metrics_endpoint: Option<String>,
         /// Transport.
         protocol: OtlpProtocol,
         /// Per-export timeout.
@@ -215,11 +223,25 @@ impl Config {
                     }
                     (None, None) => unreachable!("handled above"),
                 };
-                if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                    return Err(ConfigError::Endpoint(endpoint));
+                let metrics_endpoint = match (&cli.otlp_metrics_endpoint, base) {
+                    (Some(m), _) => Some(m.trim().to_owned()),
+                    (None, Some(b)) => {
+                        let b = b.trim().trim_end_matches('/');
+                        Some(match cli.otlp_protocol {
+                            OtlpProtocol::Grpc => b.to_owned(),
+                            OtlpProtocol::HttpProtobuf => format!("{b}/v1/metrics"),
+                        })
+                    }
+                    (None, None) => None,
+                };
+                for e in std::iter::once(&endpoint).chain(&metrics_endpoint) {
+                    if !(e.starts_with("http://") || e.starts_with("https://")) {
+                        return Err(ConfigError::Endpoint(e.clone()));
+                    }
                 }
                 Export::Otlp {
                     endpoint,
+                    metrics_endpoint,
                     protocol: cli.otlp_protocol,
                     timeout: Duration::from_millis(cli.otlp_timeout_ms),
                 }
@@ -269,9 +291,16 @@ mod tests {
         .unwrap();
         match c.export {
             Export::Otlp {
-                endpoint, protocol, ..
+                endpoint,
+                metrics_endpoint,
+                protocol,
+                ..
             } => {
                 assert_eq!(endpoint, "http://127.0.0.1:4318/v1/traces");
+                assert_eq!(
+                    metrics_endpoint.as_deref(),
+                    Some("http://127.0.0.1:4318/v1/metrics")
+                );
                 assert_eq!(protocol, OtlpProtocol::HttpProtobuf);
             }
             Export::Console => panic!("expected OTLP"),

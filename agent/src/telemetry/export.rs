@@ -13,17 +13,19 @@ use std::{
 };
 
 use opentelemetry::{
+    metrics::MeterProvider as _,
     trace::{Span as _, TraceContextExt as _, Tracer as _, TracerProvider as _},
     Context, KeyValue,
 };
 use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
+    metrics::{periodic_reader_with_async_runtime::PeriodicReader, SdkMeterProvider},
     runtime,
     trace::{span_processor_with_async_runtime::BatchSpanProcessor, SdkTracer, SdkTracerProvider},
     Resource,
 };
 
-use super::{clock::Clock, console::ConsoleExporter, semconv, span};
+use super::{clock::Clock, console::ConsoleExporter, metrics::Instruments, semconv, span};
 use crate::{
     config::{Export, OtlpProtocol},
     conn::Observed,
@@ -50,6 +52,8 @@ pub enum ExportError {
 struct Service {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
+    /// RED metrics of this process (OTLP only).
+    metrics: Option<(SdkMeterProvider, Instruments)>,
     last_used: Instant,
 }
 
@@ -57,6 +61,7 @@ struct Service {
 pub struct Exporter {
     export: Export,
     channel: Option<tonic::transport::Channel>,
+    metrics_channel: Option<tonic::transport::Channel>,
     host_name: String,
     clock: Clock,
     services: HashMap<Arc<ProcessInfo>, Service>,
@@ -69,25 +74,35 @@ impl Exporter {
     /// # Errors
     /// [`ExportError::Endpoint`] for an unparsable gRPC endpoint.
     pub fn new(export: Export, host_name: String, clock: Clock) -> Result<Self, ExportError> {
-        let channel = match &export {
+        let lazy_channel = |endpoint: &String, timeout: Duration| {
+            tonic::transport::Endpoint::from_shared(endpoint.clone())
+                .map(|e| e.timeout(timeout).connect_lazy())
+                .map_err(|source| ExportError::Endpoint {
+                    endpoint: endpoint.clone(),
+                    source,
+                })
+        };
+        let (channel, metrics_channel) = match &export {
             Export::Otlp {
                 endpoint,
+                metrics_endpoint,
                 protocol: OtlpProtocol::Grpc,
                 timeout,
-            } => Some(
-                tonic::transport::Endpoint::from_shared(endpoint.clone())
-                    .map_err(|source| ExportError::Endpoint {
-                        endpoint: endpoint.clone(),
-                        source,
-                    })?
-                    .timeout(*timeout)
-                    .connect_lazy(),
-            ),
-            _ => None,
+            } => {
+                let traces = lazy_channel(endpoint, *timeout)?;
+                let metrics = match metrics_endpoint {
+                    Some(m) if m == endpoint => Some(traces.clone()),
+                    Some(m) => Some(lazy_channel(m, *timeout)?),
+                    None => None,
+                };
+                (Some(traces), metrics)
+            }
+            _ => (None, None),
         };
         Ok(Self {
             export,
             channel,
+            metrics_channel,
             host_name,
             clock,
             services: HashMap::new(),
@@ -134,6 +149,7 @@ impl Exporter {
                 endpoint,
                 protocol,
                 timeout,
+                ..
             } => {
                 let exporter = match (protocol, &self.channel) {
                     (OtlpProtocol::Grpc, Some(channel)) => {
@@ -158,11 +174,51 @@ impl Exporter {
         };
         let provider = builder.build();
         let tracer = provider.tracer(semconv::SCOPE_NAME);
+        let metrics = self.new_meter(p)?;
         Ok(Service {
             provider,
             tracer,
+            metrics,
             last_used: Instant::now(),
         })
+    }
+
+    /// The process's meter provider and instruments, when metrics are exported.
+    fn new_meter(
+        &self,
+        p: &ProcessInfo,
+    ) -> Result<Option<(SdkMeterProvider, Instruments)>, ExportError> {
+        let Export::Otlp {
+            metrics_endpoint: Some(endpoint),
+            protocol,
+            timeout,
+            ..
+        } = &self.export
+        else {
+            return Ok(None);
+        };
+        let exporter = match (protocol, &self.metrics_channel) {
+            (OtlpProtocol::Grpc, Some(channel)) => opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_channel(channel.clone())
+                .with_timeout(*timeout)
+                .build(),
+            _ => opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(endpoint.clone())
+                .with_timeout(*timeout)
+                .build(),
+        }
+        .map_err(ExportError::Build)?;
+        // Interval from OTEL_METRIC_EXPORT_INTERVAL (read by the SDK); a tokio task, not a thread.
+        let reader = PeriodicReader::builder(exporter, runtime::Tokio).build();
+        let provider = SdkMeterProvider::builder()
+            .with_resource(self.resource(p))
+            .with_reader(reader)
+            .build();
+        let instruments = Instruments::new(&provider.meter(semconv::SCOPE_NAME));
+        Ok(Some((provider, instruments)))
     }
 
     /// Records the span of one exchange.
@@ -178,6 +234,9 @@ impl Exporter {
             return Ok(());
         };
         service.last_used = now;
+        if let Some((_, instruments)) = &service.metrics {
+            instruments.record(&obs.exchange);
+        }
         let fields = span::from_exchange(&obs.exchange, &self.clock);
         let builder = service
             .tracer
@@ -206,7 +265,7 @@ impl Exporter {
             .collect();
         for key in stale {
             if let Some(s) = self.services.remove(&key) {
-                shutdown(s.provider).await;
+                shutdown(s).await;
             }
         }
     }
@@ -214,20 +273,33 @@ impl Exporter {
     /// Flushes and shuts down every provider.
     pub async fn shutdown(mut self) {
         for (_, s) in self.services.drain() {
-            shutdown(s.provider).await;
+            shutdown(s).await;
         }
     }
 }
 
 /// The SDK's shutdown blocks the calling thread until the batch task answers, so it runs on the
-/// blocking pool while the batch task keeps running on the runtime.
-async fn shutdown(provider: SdkTracerProvider) {
-    let result = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+/// blocking pool while the batch and reader tasks keep running on the runtime. Metrics are
+/// collected and exported one last time.
+async fn shutdown(service: Service) {
+    let Service {
+        provider, metrics, ..
+    } = service;
+    let result = tokio::task::spawn_blocking(move || {
+        let spans = provider.shutdown();
+        let metrics = metrics.map(|(m, _)| m.shutdown()).transpose();
+        (spans, metrics)
+    })
+    .await;
     match result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "span provider shutdown failed; unexported spans were lost")
+        Ok((spans, metrics)) => {
+            if let Err(e) = spans {
+                tracing::warn!(error = %e, "span provider shutdown failed; unexported spans were lost");
+            }
+            if let Err(e) = metrics {
+                tracing::warn!(error = %e, "meter provider shutdown failed; the last metrics were lost");
+            }
         }
-        Err(e) => tracing::warn!(error = %e, "span provider shutdown task failed"),
+        Err(e) => tracing::warn!(error = %e, "provider shutdown task failed"),
     }
 }

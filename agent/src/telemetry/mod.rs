@@ -3,11 +3,13 @@
 //! - [`semconv`]: the only place attribute keys are spelled.
 //! - [`clock`]: kernel monotonic time → wall-clock time, converted once here.
 //! - [`span`]: the pure mapping from an [`crate::exchange::Exchange`] to span fields.
+//! - [`metrics`]: the RED histograms each exchange is recorded in.
 //! - [`console`]: the one-line-per-span stdout exporter used when no OTLP endpoint is set.
 //! - [`export`]: one SDK tracer provider per observed process (its own `Resource`), OTLP or console.
 
 pub mod clock;
 pub mod console;
 pub mod export;
+pub mod metrics;
 pub mod semconv;
 pub mod span;

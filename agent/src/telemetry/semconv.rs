@@ -9,7 +9,17 @@ pub use opentelemetry_semantic_conventions::attribute::{
     PROCESS_EXECUTABLE_PATH, PROCESS_PID, SERVER_ADDRESS, SERVER_PORT, URL_PATH, URL_SCHEME,
     USER_AGENT_ORIGINAL,
 };
+pub use opentelemetry_semantic_conventions::metric::{
+    HTTP_CLIENT_REQUEST_BODY_SIZE, HTTP_CLIENT_REQUEST_DURATION, HTTP_CLIENT_RESPONSE_BODY_SIZE,
+    HTTP_SERVER_REQUEST_BODY_SIZE, HTTP_SERVER_REQUEST_DURATION, HTTP_SERVER_RESPONSE_BODY_SIZE,
+};
 pub use opentelemetry_semantic_conventions::resource::SERVICE_NAME;
+
+/// Explicit bucket boundaries of the HTTP duration histograms, in seconds, as the semantic
+/// conventions advise (`http.server.request.duration`).
+pub const HTTP_DURATION_BOUNDARIES_S: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// Instrumentation scope name of every span Sonde reports.
 pub const SCOPE_NAME: &str = "sonde";

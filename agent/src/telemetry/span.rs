@@ -47,8 +47,48 @@ pub fn from_exchange(ex: &Exchange, clock: &Clock) -> SpanFields {
 fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock) -> SpanFields {
     let role = ex.conn.role;
     let known = KNOWN_METHODS.contains(&http.method.as_str());
+    let attributes = http_attributes(ex, http);
+    let status = if is_error(role, http.status) {
+        Status::error("")
+    } else {
+        Status::Unset
+    };
+    let parent = match role {
+        Role::Server => http.traceparent.as_deref().and_then(parse_traceparent),
+        Role::Client => None,
+    };
+    SpanFields {
+        name: if known {
+            http.method.clone()
+        } else {
+            "HTTP".to_owned()
+        },
+        kind: match role {
+            Role::Server => SpanKind::Server,
+            Role::Client => SpanKind::Client,
+        },
+        start: clock.to_system_time(ex.start_ns),
+        end: clock.to_system_time(ex.end_ns),
+        attributes,
+        status,
+        parent,
+    }
+}
+
+/// ERROR for 5xx on the server side and for >= 400 on the client side (semantic conventions,
+/// "Status").
+pub(crate) fn is_error(role: Role, status: u16) -> bool {
+    match role {
+        Role::Server => status >= 500,
+        Role::Client => status >= 400,
+    }
+}
+
+/// Every attribute of an HTTP exchange's span (metrics keep a low-cardinality subset).
+pub(crate) fn http_attributes(ex: &Exchange, http: &HttpExchange) -> Vec<KeyValue> {
+    let role = ex.conn.role;
     let mut attributes = Vec::with_capacity(16);
-    if known {
+    if KNOWN_METHODS.contains(&http.method.as_str()) {
         attributes.push(KeyValue::new(
             semconv::HTTP_REQUEST_METHOD,
             http.method.clone(),
@@ -69,7 +109,6 @@ fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock) -> SpanFields {
         semconv::URL_SCHEME,
         if ex.conn.tls { "https" } else { "http" },
     ));
-
     let (server_sock, peer) = match role {
         Role::Server => (ex.conn.local, ex.conn.peer),
         Role::Client => (ex.conn.peer, ex.conn.peer),
@@ -105,37 +144,10 @@ fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock) -> SpanFields {
             attributes.push(KeyValue::new(key, i64::try_from(size).unwrap_or(i64::MAX)));
         }
     }
-
-    let is_error = match role {
-        Role::Server => http.status >= 500,
-        Role::Client => http.status >= 400,
-    };
-    let status = if is_error {
+    if is_error(role, http.status) {
         attributes.push(KeyValue::new(semconv::ERROR_TYPE, http.status.to_string()));
-        Status::error("")
-    } else {
-        Status::Unset
-    };
-    let parent = match role {
-        Role::Server => http.traceparent.as_deref().and_then(parse_traceparent),
-        Role::Client => None,
-    };
-    SpanFields {
-        name: if known {
-            http.method.clone()
-        } else {
-            "HTTP".to_owned()
-        },
-        kind: match role {
-            Role::Server => SpanKind::Server,
-            Role::Client => SpanKind::Client,
-        },
-        start: clock.to_system_time(ex.start_ns),
-        end: clock.to_system_time(ex.end_ns),
-        attributes,
-        status,
-        parent,
     }
+    attributes
 }
 
 fn push_peer(attributes: &mut Vec<KeyValue>, peer: SocketAddr) {

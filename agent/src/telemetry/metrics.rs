@@ -1,0 +1,194 @@
+//! RED metrics from exchanges: the HTTP duration and body-size histograms of the OpenTelemetry
+//! semantic conventions (<https://opentelemetry.io/docs/specs/semconv/http/http-metrics/>),
+//! recorded for every exchange (before any trace sampling), on the per-process meter.
+//!
+//! # Units
+//! Durations in seconds (`s`), body sizes in bytes (`By`).
+
+use opentelemetry::{
+    metrics::{Histogram, Meter},
+    KeyValue,
+};
+
+use super::semconv;
+use crate::exchange::{Exchange, ExchangeKind, HttpExchange, Role};
+
+/// The instruments of one process's meter.
+#[derive(Debug, Clone)]
+pub struct Instruments {
+    server_duration: Histogram<f64>,
+    client_duration: Histogram<f64>,
+    server_request_body: Histogram<u64>,
+    server_response_body: Histogram<u64>,
+    client_request_body: Histogram<u64>,
+    client_response_body: Histogram<u64>,
+}
+
+impl Instruments {
+    /// Creates the instruments on `meter`.
+    pub fn new(meter: &Meter) -> Self {
+        let duration = |name: &'static str, description: &'static str| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(description)
+                .with_boundaries(semconv::HTTP_DURATION_BOUNDARIES_S.to_vec())
+                .build()
+        };
+        let size = |name: &'static str, description: &'static str| {
+            meter
+                .u64_histogram(name)
+                .with_unit("By")
+                .with_description(description)
+                .build()
+        };
+        Self {
+            server_duration: duration(
+                semconv::HTTP_SERVER_REQUEST_DURATION,
+                "Duration of HTTP server requests.",
+            ),
+            client_duration: duration(
+                semconv::HTTP_CLIENT_REQUEST_DURATION,
+                "Duration of HTTP client requests.",
+            ),
+            server_request_body: size(
+                semconv::HTTP_SERVER_REQUEST_BODY_SIZE,
+                "Size of HTTP server request bodies.",
+            ),
+            server_response_body: size(
+                semconv::HTTP_SERVER_RESPONSE_BODY_SIZE,
+                "Size of HTTP server response bodies.",
+            ),
+            client_request_body: size(
+                semconv::HTTP_CLIENT_REQUEST_BODY_SIZE,
+                "Size of HTTP client request bodies.",
+            ),
+            client_response_body: size(
+                semconv::HTTP_CLIENT_RESPONSE_BODY_SIZE,
+                "Size of HTTP client response bodies.",
+            ),
+        }
+    }
+
+    /// Records one exchange.
+    pub fn record(&self, ex: &Exchange) {
+        match &ex.kind {
+            ExchangeKind::Http(http) => self.record_http(ex, http),
+        }
+    }
+
+    fn record_http(&self, ex: &Exchange, http: &HttpExchange) {
+        let attributes = attributes(ex, http);
+        let seconds = ex.end_ns.saturating_sub(ex.start_ns) as f64 / 1e9;
+        let (duration, request_body, response_body) = match ex.conn.role {
+            Role::Server => (
+                &self.server_duration,
+                &self.server_request_body,
+                &self.server_response_body,
+            ),
+            Role::Client => (
+                &self.client_duration,
+                &self.client_request_body,
+                &self.client_response_body,
+            ),
+        };
+        duration.record(seconds, &attributes);
+        if let Some(n) = http.request_body_bytes {
+            request_body.record(n, &attributes);
+        }
+        if let Some(n) = http.response_body_bytes {
+            response_body.record(n, &attributes);
+        }
+    }
+}
+
+/// The metric attributes of an HTTP exchange: a low-cardinality subset of the span's (no path,
+/// no peer port, no user agent).
+pub fn attributes(ex: &Exchange, http: &HttpExchange) -> Vec<KeyValue> {
+    let span_attrs = super::span::http_attributes(ex, http);
+    let keep = |k: &str| {
+        matches!(
+            k,
+            semconv::HTTP_REQUEST_METHOD
+                | semconv::HTTP_RESPONSE_STATUS_CODE
+                | semconv::URL_SCHEME
+                | semconv::NETWORK_PROTOCOL_VERSION
+                | semconv::ERROR_TYPE
+        ) || (ex.conn.role == Role::Client
+            && matches!(k, semconv::SERVER_ADDRESS | semconv::SERVER_PORT))
+    };
+    span_attrs
+        .into_iter()
+        .filter(|kv| keep(kv.key.as_str()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::ConnInfo;
+
+    fn exchange(role: Role, status: u16) -> (Exchange, HttpExchange) {
+        let http = HttpExchange {
+            method: "GET".into(),
+            path: "/users/7".into(),
+            version_minor: 1,
+            host: Some("api.test:8080".into()),
+            user_agent: Some("curl/7.88.1".into()),
+            traceparent: None,
+            status,
+            request_body_bytes: Some(0),
+            response_body_bytes: Some(5),
+        };
+        let ex = Exchange {
+            conn: ConnInfo {
+                role,
+                local: "127.0.0.1:8080".parse().unwrap(),
+                peer: "127.0.0.1:50000".parse().unwrap(),
+                tgid: 1,
+                tls: false,
+            },
+            start_ns: 0,
+            end_ns: 1_000_000,
+            kind: ExchangeKind::Http(http.clone()),
+        };
+        (ex, http)
+    }
+
+    fn keys(attrs: &[KeyValue]) -> Vec<&str> {
+        let mut k: Vec<_> = attrs.iter().map(|kv| kv.key.as_str()).collect();
+        k.sort_unstable();
+        k
+    }
+
+    #[test]
+    fn server_attributes_are_low_cardinality() {
+        let (ex, http) = exchange(Role::Server, 503);
+        assert_eq!(
+            keys(&attributes(&ex, &http)),
+            [
+                "error.type",
+                "http.request.method",
+                "http.response.status_code",
+                "network.protocol.version",
+                "url.scheme"
+            ]
+        );
+    }
+
+    #[test]
+    fn client_attributes_name_the_server() {
+        let (ex, http) = exchange(Role::Client, 200);
+        assert_eq!(
+            keys(&attributes(&ex, &http)),
+            [
+                "http.request.method",
+                "http.response.status_code",
+                "network.protocol.version",
+                "server.address",
+                "server.port",
+                "url.scheme"
+            ]
+        );
+    }
+}
