@@ -66,6 +66,7 @@ impl Agent {
         }
         // NO_COLOR: plain logs in failure messages.
         cmd.env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "1000")
             .env("NO_COLOR", "1");
         match export {
             Export::Grpc(endpoint) => {
