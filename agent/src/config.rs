@@ -94,6 +94,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub stats_interval_secs: u64,
 
+    /// Serve RED metrics for Prometheus at `http://ADDR/metrics` (plus `/healthz`, `/readyz`),
+    /// e.g. `0.0.0.0:9400`. Unset: no HTTP endpoint.
+    #[arg(long, env = "SONDE_PROMETHEUS_LISTEN", value_name = "ADDR")]
+    pub prometheus_listen: Option<std::net::SocketAddr>,
+
     /// Do not attach uprobes to TLS libraries (OpenSSL/BoringSSL `SSL_read`/`SSL_write`); HTTPS
     /// then stays invisible.
     #[arg(long)]
@@ -185,6 +190,8 @@ pub struct Config {
     pub host_name: String,
     /// Attach TLS library uprobes.
     pub tls: bool,
+    /// Address of the Prometheus scrape endpoint.
+    pub prometheus_listen: Option<std::net::SocketAddr>,
     /// Alternative eBPF object.
     pub ebpf_object: Option<PathBuf>,
 }
@@ -261,6 +268,7 @@ impl Config {
                 .then(|| Duration::from_secs(cli.stats_interval_secs)),
             host_name: cli.host_name.clone().unwrap_or_else(kernel_hostname),
             tls: !cli.no_tls,
+            prometheus_listen: cli.prometheus_listen,
             ebpf_object: cli.ebpf_object.clone(),
         })
     }

@@ -14,6 +14,7 @@
 //! - [`proto`]: protocol parsers (no I/O).
 //! - [`exchange`]: the protocol-independent exchange type.
 //! - [`enrich`]: process metadata.
+//! - [`route`]: request path → low-cardinality route template (`http.route`, span names).
 //! - [`telemetry`]: spans and their export.
 
 pub mod config;
@@ -24,6 +25,7 @@ pub mod pipeline;
 pub mod probe;
 pub mod proto;
 pub mod ringbuf;
+pub mod route;
 pub mod telemetry;
 
 pub use pipeline::{run, RunError};

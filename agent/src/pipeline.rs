@@ -32,7 +32,11 @@ use crate::{
         KernelStats, LoadParams,
     },
     ringbuf::{self, Record},
-    telemetry::{clock::Clock, export::Exporter},
+    telemetry::{
+        clock::Clock,
+        export::Exporter,
+        scrape::{self, ScrapeRequest},
+    },
 };
 
 /// Why the agent stopped with an error.
@@ -47,6 +51,15 @@ pub enum RunError {
     /// The ring buffer fd could not be registered with the runtime.
     #[error("cannot poll the ring buffer")]
     Poll(#[source] std::io::Error),
+    /// The Prometheus endpoint's address could not be bound.
+    #[error("cannot listen on `{addr}` for the Prometheus endpoint")]
+    Bind {
+        /// `--prometheus-listen`.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The TLS discovery thread could not be started.
     #[error("cannot start the TLS discovery thread")]
     Thread(#[source] std::io::Error),
@@ -79,7 +92,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tokio::task::block_in_place(|| attacher.scan(None));
     let (exec_tx, exec_rx) = std::sync::mpsc::channel();
     let tls_thread = tls_attach::spawn(attacher, exec_rx).map_err(RunError::Thread)?;
-    let exporter = Exporter::new(config.export.clone(), config.host_name.clone(), clock)?;
+    let exporter = Exporter::new(
+        config.export.clone(),
+        config.prometheus_listen.is_some(),
+        config.host_name.clone(),
+        clock,
+    )?;
+    let scrape_listener = match config.prometheus_listen {
+        Some(addr) => Some((
+            scrape::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind { addr, source })?,
+            addr,
+        )),
+        None => None,
+    };
     // SAFETY: the ring buffer map owns its fd, which stays open and unchanged for as long as the
     // `AsyncFd` owns the map.
     let ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
@@ -97,7 +124,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         stop_rx,
         config.stats_interval,
     ));
-    let export = tokio::spawn(export_task(export_rx, exporter, config.conn_idle_timeout));
+    let (scrape_tx, scrape_rx) = mpsc::channel(8);
+    let export = tokio::spawn(export_task(
+        export_rx,
+        scrape_rx,
+        exporter,
+        config.conn_idle_timeout,
+    ));
+    if let Some((listener, addr)) = scrape_listener {
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        tokio::spawn(scrape::serve(listener, scrape_tx, stop_tx.subscribe()));
+    } else {
+        drop(scrape_tx);
+    }
     match &config.export {
         crate::config::Export::Console => tracing::info!("capture ready; printing spans on stdout"),
         crate::config::Export::Otlp {
@@ -244,6 +283,7 @@ fn log_stats(kernel_stats: &KernelStats, table: &ConnTable, stats: &CaptureStats
 
 async fn export_task(
     mut rx: mpsc::Receiver<Vec<Observed>>,
+    mut scrapes: mpsc::Receiver<ScrapeRequest>,
     mut exporter: Exporter,
     idle: Duration,
 ) {
@@ -264,6 +304,9 @@ async fn export_task(
                 }
             }
             _ = maintenance.tick() => exporter.gc(Instant::now(), idle).await,
+            Some(reply) = scrapes.recv() => {
+                let _ = reply.send(exporter.render_prometheus());
+            }
         }
     }
     tracing::info!(

@@ -25,7 +25,13 @@ use opentelemetry_sdk::{
     Resource,
 };
 
-use super::{clock::Clock, console::ConsoleExporter, metrics::Instruments, semconv, span};
+use super::{
+    clock::Clock,
+    console::ConsoleExporter,
+    metrics::Instruments,
+    prometheus::{self, SharedReader},
+    semconv, span,
+};
 use crate::{
     config::{Export, OtlpProtocol},
     conn::Observed,
@@ -52,16 +58,25 @@ pub enum ExportError {
 struct Service {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
-    /// RED metrics of this process (OTLP only).
-    metrics: Option<(SdkMeterProvider, Instruments)>,
+    /// RED metrics of this process (when exported over OTLP or to Prometheus).
+    metrics: Option<Meters>,
     last_used: Instant,
 }
 
-/// Turns [`Observed`] exchanges into exported spans. Owned by the export task.
+/// A process's meters.
+struct Meters {
+    provider: SdkMeterProvider,
+    instruments: Instruments,
+    /// Pull reader for `/metrics`, with the resource it reports.
+    scrape: Option<(Resource, SharedReader)>,
+}
+
+/// Turns [`Observed`] exchanges into exported spans and metrics. Owned by the export task.
 pub struct Exporter {
     export: Export,
     channel: Option<tonic::transport::Channel>,
     metrics_channel: Option<tonic::transport::Channel>,
+    prometheus: bool,
     host_name: String,
     clock: Clock,
     services: HashMap<Arc<ProcessInfo>, Service>,
@@ -73,7 +88,13 @@ impl Exporter {
     ///
     /// # Errors
     /// [`ExportError::Endpoint`] for an unparsable gRPC endpoint.
-    pub fn new(export: Export, host_name: String, clock: Clock) -> Result<Self, ExportError> {
+    /// `prometheus`: keep pull readers for the `/metrics` endpoint.
+    pub fn new(
+        export: Export,
+        prometheus: bool,
+        host_name: String,
+        clock: Clock,
+    ) -> Result<Self, ExportError> {
         let lazy_channel = |endpoint: &String, timeout: Duration| {
             tonic::transport::Endpoint::from_shared(endpoint.clone())
                 .map(|e| e.timeout(timeout).connect_lazy())
@@ -103,6 +124,7 @@ impl Exporter {
             export,
             channel,
             metrics_channel,
+            prometheus,
             host_name,
             clock,
             services: HashMap::new(),
@@ -183,42 +205,65 @@ impl Exporter {
         })
     }
 
-    /// The process's meter provider and instruments, when metrics are exported.
-    fn new_meter(
-        &self,
-        p: &ProcessInfo,
-    ) -> Result<Option<(SdkMeterProvider, Instruments)>, ExportError> {
-        let Export::Otlp {
-            metrics_endpoint: Some(endpoint),
-            protocol,
-            timeout,
-            ..
-        } = &self.export
-        else {
-            return Ok(None);
+    /// The process's meter provider, instruments and scrape reader, when metrics are exported
+    /// over OTLP and/or served to Prometheus.
+    fn new_meter(&self, p: &ProcessInfo) -> Result<Option<Meters>, ExportError> {
+        let otlp = match &self.export {
+            Export::Otlp {
+                metrics_endpoint: Some(endpoint),
+                protocol,
+                timeout,
+                ..
+            } => Some((endpoint, protocol, timeout)),
+            _ => None,
         };
-        let exporter = match (protocol, &self.metrics_channel) {
-            (OtlpProtocol::Grpc, Some(channel)) => opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_channel(channel.clone())
-                .with_timeout(*timeout)
-                .build(),
-            _ => opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(endpoint.clone())
-                .with_timeout(*timeout)
-                .build(),
+        if otlp.is_none() && !self.prometheus {
+            return Ok(None);
         }
-        .map_err(ExportError::Build)?;
-        // Interval from OTEL_METRIC_EXPORT_INTERVAL (read by the SDK); a tokio task, not a thread.
-        let reader = PeriodicReader::builder(exporter, runtime::Tokio).build();
-        let provider = SdkMeterProvider::builder()
-            .with_resource(self.resource(p))
-            .with_reader(reader)
-            .build();
+        let resource = self.resource(p);
+        let mut builder = SdkMeterProvider::builder().with_resource(resource.clone());
+        if let Some((endpoint, protocol, timeout)) = otlp {
+            let exporter = match (protocol, &self.metrics_channel) {
+                (OtlpProtocol::Grpc, Some(channel)) => {
+                    opentelemetry_otlp::MetricExporter::builder()
+                        .with_tonic()
+                        .with_channel(channel.clone())
+                        .with_timeout(*timeout)
+                        .build()
+                }
+                _ => opentelemetry_otlp::MetricExporter::builder()
+                    .with_http()
+                    .with_protocol(Protocol::HttpBinary)
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(*timeout)
+                    .build(),
+            }
+            .map_err(ExportError::Build)?;
+            // Interval from OTEL_METRIC_EXPORT_INTERVAL (read by the SDK); a tokio task.
+            builder =
+                builder.with_reader(PeriodicReader::builder(exporter, runtime::Tokio).build());
+        }
+        let scrape = self.prometheus.then(SharedReader::default);
+        if let Some(reader) = &scrape {
+            builder = builder.with_reader(reader.clone());
+        }
+        let provider = builder.build();
         let instruments = Instruments::new(&provider.meter(semconv::SCOPE_NAME));
-        Ok(Some((provider, instruments)))
+        Ok(Some(Meters {
+            provider,
+            instruments,
+            scrape: scrape.map(|r| (resource, r)),
+        }))
+    }
+
+    /// The Prometheus exposition of every live process's metrics.
+    pub fn render_prometheus(&self) -> String {
+        let sources: Vec<_> = self
+            .services
+            .values()
+            .filter_map(|s| s.metrics.as_ref()?.scrape.clone())
+            .collect();
+        prometheus::render(&sources)
     }
 
     /// Records the span of one exchange.
@@ -234,8 +279,8 @@ impl Exporter {
             return Ok(());
         };
         service.last_used = now;
-        if let Some((_, instruments)) = &service.metrics {
-            instruments.record(&obs.exchange);
+        if let Some(m) = &service.metrics {
+            m.instruments.record(&obs.exchange);
         }
         let fields = span::from_exchange(&obs.exchange, &self.clock);
         let builder = service
@@ -287,7 +332,7 @@ async fn shutdown(service: Service) {
     } = service;
     let result = tokio::task::spawn_blocking(move || {
         let spans = provider.shutdown();
-        let metrics = metrics.map(|(m, _)| m.shutdown()).transpose();
+        let metrics = metrics.map(|m| m.provider.shutdown()).transpose();
         (spans, metrics)
     })
     .await;

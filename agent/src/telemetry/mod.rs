@@ -4,6 +4,7 @@
 //! - [`clock`]: kernel monotonic time → wall-clock time, converted once here.
 //! - [`span`]: the pure mapping from an [`crate::exchange::Exchange`] to span fields.
 //! - [`metrics`]: the RED histograms each exchange is recorded in.
+//! - [`prometheus`]: their Prometheus text exposition; [`scrape`]: the HTTP endpoint serving it.
 //! - [`console`]: the one-line-per-span stdout exporter used when no OTLP endpoint is set.
 //! - [`export`]: one SDK tracer provider per observed process (its own `Resource`), OTLP or console.
 
@@ -11,5 +12,7 @@ pub mod clock;
 pub mod console;
 pub mod export;
 pub mod metrics;
+pub mod prometheus;
+pub mod scrape;
 pub mod semconv;
 pub mod span;
