@@ -99,6 +99,13 @@ pub struct Cli {
     #[arg(long, env = "SONDE_PROMETHEUS_LISTEN", value_name = "ADDR")]
     pub prometheus_listen: Option<std::net::SocketAddr>,
 
+    /// A route pattern for `http.route`, span names and metric labels, e.g. `/users/{id}` or
+    /// `/static/*` (first match wins). Repeatable. Paths no pattern matches get an inferred route:
+    /// numeric, UUID and hex segments become `{id}`, a position with more than 10 distinct values
+    /// becomes `{*}`, and each service keeps at most 100 routes.
+    #[arg(long = "route", value_name = "PATTERN")]
+    pub routes: Vec<String>,
+
     /// Do not attach uprobes to TLS libraries (OpenSSL/BoringSSL `SSL_read`/`SSL_write`); HTTPS
     /// then stays invisible.
     #[arg(long)]
@@ -192,6 +199,8 @@ pub struct Config {
     pub tls: bool,
     /// Address of the Prometheus scrape endpoint.
     pub prometheus_listen: Option<std::net::SocketAddr>,
+    /// Configured route patterns.
+    pub routes: crate::route::Patterns,
     /// Alternative eBPF object.
     pub ebpf_object: Option<PathBuf>,
 }
@@ -202,6 +211,9 @@ pub enum ConfigError {
     /// The ring buffer size is not a power of two of at least 64 KiB.
     #[error("`--ring-buffer-bytes` must be a power of two >= 65536, got {0}")]
     RingBufferSize(u32),
+    /// A `--route` pattern is malformed.
+    #[error(transparent)]
+    Route(#[from] crate::route::PatternError),
     /// The endpoint is not an http(s) URL.
     #[error("OTLP endpoint `{0}` must start with http:// or https://")]
     Endpoint(String),
@@ -269,6 +281,7 @@ impl Config {
             host_name: cli.host_name.clone().unwrap_or_else(kernel_hostname),
             tls: !cli.no_tls,
             prometheus_listen: cli.prometheus_listen,
+            routes: crate::route::Patterns::parse(&cli.routes)?,
             ebpf_object: cli.ebpf_object.clone(),
         })
     }

@@ -32,6 +32,7 @@ use crate::{
         KernelStats, LoadParams,
     },
     ringbuf::{self, Record},
+    route::{RouteConfig, Router},
     telemetry::{
         clock::Clock,
         export::Exporter,
@@ -95,6 +96,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let exporter = Exporter::new(
         config.export.clone(),
         config.prometheus_listen.is_some(),
+        Router::new(config.routes.clone(), RouteConfig::default()),
         config.host_name.clone(),
         clock,
     )?;

@@ -164,7 +164,33 @@ impl HttpSpan {
         };
         let is_server = self.kind == SERVER;
         m.eq("kind", Some(span.kind.as_str()), self.kind);
-        m.eq("name", Some(span.name.as_str()), self.method);
+        // Server spans are named `{method} {http.route}` (semantic conventions), with a route
+        // that is a template of the requested path; client spans carry no route.
+        if is_server {
+            match span.attr_str("http.route") {
+                Some(route) => {
+                    m.eq(
+                        "name",
+                        Some(span.name.as_str()),
+                        &format!("{} {route}", self.method),
+                    );
+                    if !route_matches(route, &self.path) {
+                        m.out.push(format!(
+                            "http.route {route:?} is not a template of {:?}",
+                            self.path
+                        ));
+                    }
+                }
+                None => m
+                    .out
+                    .push("http.route: missing on a server span".to_owned()),
+            }
+        } else {
+            m.eq("name", Some(span.name.as_str()), self.method);
+            if let Some(route) = span.attr_str("http.route") {
+                m.out.push(format!("http.route {route:?} on a client span"));
+            }
+        }
         m.str("http.request.method", self.method);
         m.int("http.response.status_code", self.status);
         m.str("url.path", &self.path);
@@ -307,5 +333,40 @@ impl Mismatches<'_> {
                 self.span.attr(key)
             ));
         }
+    }
+}
+
+/// Whether `route` (`/users/{id}`, `/static/*`, `/a/{*}`) is a template of `path`: every literal
+/// segment equal, `{...}` standing for one segment, a final `*` or `{*}` for the rest.
+pub fn route_matches(route: &str, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    let r: Vec<&str> = route.split('/').filter(|s| !s.is_empty()).collect();
+    let p: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    for (i, seg) in r.iter().enumerate() {
+        if *seg == "*" || (*seg == "{*}" && i + 1 == r.len() && p.len() > r.len()) {
+            return true;
+        }
+        match p.get(i) {
+            Some(_) if seg.starts_with('{') && seg.ends_with('}') => {}
+            Some(ps) if ps == seg => {}
+            _ => return false,
+        }
+    }
+    r.len() == p.len()
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::route_matches;
+
+    #[test]
+    fn templates_match_their_paths_only() {
+        assert!(route_matches("/status/{id}", "/status/404"));
+        assert!(route_matches("/index.html", "/index.html"));
+        assert!(route_matches("/static/*", "/static/a/b.css"));
+        assert!(route_matches("/", "/"));
+        assert!(!route_matches("/status/{id}", "/status/404/x"));
+        assert!(!route_matches("/users/{id}", "/orders/7"));
+        assert!(!route_matches("/a", "/b"));
     }
 }

@@ -36,6 +36,8 @@ use crate::{
     config::{Export, OtlpProtocol},
     conn::Observed,
     enrich::process::ProcessInfo,
+    exchange::{ExchangeKind, Role},
+    route::Router,
 };
 
 /// Why the exporter could not be set up.
@@ -77,6 +79,8 @@ pub struct Exporter {
     channel: Option<tonic::transport::Channel>,
     metrics_channel: Option<tonic::transport::Channel>,
     prometheus: bool,
+    /// Routes of server exchanges, per process (keyed by tgid).
+    router: Router,
     host_name: String,
     clock: Clock,
     services: HashMap<Arc<ProcessInfo>, Service>,
@@ -88,10 +92,12 @@ impl Exporter {
     ///
     /// # Errors
     /// [`ExportError::Endpoint`] for an unparsable gRPC endpoint.
-    /// `prometheus`: keep pull readers for the `/metrics` endpoint.
+    /// `prometheus`: keep pull readers for the `/metrics` endpoint. `router`: route inference
+    /// and configured patterns for span names, `http.route` and metric labels.
     pub fn new(
         export: Export,
         prometheus: bool,
+        router: Router,
         host_name: String,
         clock: Clock,
     ) -> Result<Self, ExportError> {
@@ -125,6 +131,7 @@ impl Exporter {
             channel,
             metrics_channel,
             prometheus,
+            router,
             host_name,
             clock,
             services: HashMap::new(),
@@ -279,10 +286,19 @@ impl Exporter {
             return Ok(());
         };
         service.last_used = now;
+        let route = match (&obs.exchange.kind, obs.exchange.conn.role) {
+            (ExchangeKind::Http(http), Role::Server) => {
+                let r = self
+                    .router
+                    .route(u64::from(obs.exchange.conn.tgid), &http.path);
+                (!r.is_overflow()).then(|| r.as_str().to_owned())
+            }
+            (ExchangeKind::Http(_), Role::Client) => None,
+        };
         if let Some(m) = &service.metrics {
-            m.instruments.record(&obs.exchange);
+            m.instruments.record(&obs.exchange, route.as_deref());
         }
-        let fields = span::from_exchange(&obs.exchange, &self.clock);
+        let fields = span::from_exchange(&obs.exchange, &self.clock, route.as_deref());
         let builder = service
             .tracer
             .span_builder(fields.name)
@@ -310,6 +326,7 @@ impl Exporter {
             .collect();
         for key in stale {
             if let Some(s) = self.services.remove(&key) {
+                self.router.forget_service(u64::from(key.tgid));
                 shutdown(s).await;
             }
         }

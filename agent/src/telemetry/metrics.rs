@@ -70,15 +70,15 @@ impl Instruments {
         }
     }
 
-    /// Records one exchange.
-    pub fn record(&self, ex: &Exchange) {
+    /// Records one exchange; `route` as for spans (server side only).
+    pub fn record(&self, ex: &Exchange, route: Option<&str>) {
         match &ex.kind {
-            ExchangeKind::Http(http) => self.record_http(ex, http),
+            ExchangeKind::Http(http) => self.record_http(ex, http, route),
         }
     }
 
-    fn record_http(&self, ex: &Exchange, http: &HttpExchange) {
-        let attributes = attributes(ex, http);
+    fn record_http(&self, ex: &Exchange, http: &HttpExchange, route: Option<&str>) {
+        let attributes = attributes(ex, http, route);
         let seconds = ex.end_ns.saturating_sub(ex.start_ns) as f64 / 1e9;
         let (duration, request_body, response_body) = match ex.conn.role {
             Role::Server => (
@@ -104,8 +104,8 @@ impl Instruments {
 
 /// The metric attributes of an HTTP exchange: a low-cardinality subset of the span's (no path,
 /// no peer port, no user agent).
-pub fn attributes(ex: &Exchange, http: &HttpExchange) -> Vec<KeyValue> {
-    let span_attrs = super::span::http_attributes(ex, http);
+pub fn attributes(ex: &Exchange, http: &HttpExchange, route: Option<&str>) -> Vec<KeyValue> {
+    let span_attrs = super::span::http_attributes(ex, http, route);
     let keep = |k: &str| {
         matches!(
             k,
@@ -114,6 +114,7 @@ pub fn attributes(ex: &Exchange, http: &HttpExchange) -> Vec<KeyValue> {
                 | semconv::URL_SCHEME
                 | semconv::NETWORK_PROTOCOL_VERSION
                 | semconv::ERROR_TYPE
+                | semconv::HTTP_ROUTE
         ) || (ex.conn.role == Role::Client
             && matches!(k, semconv::SERVER_ADDRESS | semconv::SERVER_PORT))
     };
@@ -165,7 +166,7 @@ mod tests {
     fn server_attributes_are_low_cardinality() {
         let (ex, http) = exchange(Role::Server, 503);
         assert_eq!(
-            keys(&attributes(&ex, &http)),
+            keys(&attributes(&ex, &http, None)),
             [
                 "error.type",
                 "http.request.method",
@@ -180,7 +181,7 @@ mod tests {
     fn client_attributes_name_the_server() {
         let (ex, http) = exchange(Role::Client, 200);
         assert_eq!(
-            keys(&attributes(&ex, &http)),
+            keys(&attributes(&ex, &http, None)),
             [
                 "http.request.method",
                 "http.response.status_code",

@@ -37,17 +37,19 @@ const KNOWN_METHODS: [&str; 9] = [
     "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
 ];
 
-/// Maps an exchange to span fields.
-pub fn from_exchange(ex: &Exchange, clock: &Clock) -> SpanFields {
+/// Maps an exchange to span fields. `route`: the low-cardinality route of a server exchange
+/// (`/users/{id}`), used for the span name (`GET /users/{id}`) and `http.route`.
+pub fn from_exchange(ex: &Exchange, clock: &Clock, route: Option<&str>) -> SpanFields {
     match &ex.kind {
-        ExchangeKind::Http(http) => http_span(ex, http, clock),
+        ExchangeKind::Http(http) => http_span(ex, http, clock, route),
     }
 }
 
-fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock) -> SpanFields {
+fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock, route: Option<&str>) -> SpanFields {
     let role = ex.conn.role;
     let known = KNOWN_METHODS.contains(&http.method.as_str());
-    let attributes = http_attributes(ex, http);
+    let attributes = http_attributes(ex, http, route);
+    let method = if known { http.method.as_str() } else { "HTTP" };
     let status = if is_error(role, http.status) {
         Status::error("")
     } else {
@@ -58,10 +60,9 @@ fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock) -> SpanFields {
         Role::Client => None,
     };
     SpanFields {
-        name: if known {
-            http.method.clone()
-        } else {
-            "HTTP".to_owned()
+        name: match route {
+            Some(route) => format!("{method} {route}"),
+            None => method.to_owned(),
         },
         kind: match role {
             Role::Server => SpanKind::Server,
@@ -85,7 +86,11 @@ pub(crate) fn is_error(role: Role, status: u16) -> bool {
 }
 
 /// Every attribute of an HTTP exchange's span (metrics keep a low-cardinality subset).
-pub(crate) fn http_attributes(ex: &Exchange, http: &HttpExchange) -> Vec<KeyValue> {
+pub(crate) fn http_attributes(
+    ex: &Exchange,
+    http: &HttpExchange,
+    route: Option<&str>,
+) -> Vec<KeyValue> {
     let role = ex.conn.role;
     let mut attributes = Vec::with_capacity(16);
     if KNOWN_METHODS.contains(&http.method.as_str()) {
@@ -105,6 +110,9 @@ pub(crate) fn http_attributes(ex: &Exchange, http: &HttpExchange) -> Vec<KeyValu
         i64::from(http.status),
     ));
     attributes.push(KeyValue::new(semconv::URL_PATH, http.path.clone()));
+    if let (Role::Server, Some(route)) = (role, route) {
+        attributes.push(KeyValue::new(semconv::HTTP_ROUTE, route.to_owned()));
+    }
     attributes.push(KeyValue::new(
         semconv::URL_SCHEME,
         if ex.conn.tls { "https" } else { "http" },
@@ -234,6 +242,7 @@ mod tests {
         let f = from_exchange(
             &exchange(Role::Server, 200, "GET"),
             &Clock::with_offset_ns(0),
+            None,
         );
         assert_eq!(f.name, "GET");
         assert_eq!(f.kind, SpanKind::Server);
@@ -257,17 +266,28 @@ mod tests {
     fn status_rules_differ_by_role() {
         let c = Clock::with_offset_ns(0);
         assert_eq!(
-            from_exchange(&exchange(Role::Server, 404, "GET"), &c).status,
+            from_exchange(&exchange(Role::Server, 404, "GET"), &c, None).status,
             Status::Unset
         );
         assert!(matches!(
-            from_exchange(&exchange(Role::Server, 503, "GET"), &c).status,
+            from_exchange(&exchange(Role::Server, 503, "GET"), &c, None).status,
             Status::Error { .. }
         ));
-        let client = from_exchange(&exchange(Role::Client, 404, "GET"), &c);
+        let client = from_exchange(&exchange(Role::Client, 404, "GET"), &c, None);
         assert!(matches!(client.status, Status::Error { .. }));
         assert_eq!(attr(&client, "error.type"), Some(&Value::from("404")));
         assert_eq!(attr(&client, "client.address"), None);
+    }
+
+    #[test]
+    fn route_names_the_server_span() {
+        let c = Clock::with_offset_ns(0);
+        let f = from_exchange(&exchange(Role::Server, 200, "GET"), &c, Some("/users/{id}"));
+        assert_eq!(f.name, "GET /users/{id}");
+        assert_eq!(attr(&f, "http.route"), Some(&Value::from("/users/{id}")));
+        let f = from_exchange(&exchange(Role::Client, 200, "GET"), &c, None);
+        assert_eq!(f.name, "GET");
+        assert_eq!(attr(&f, "http.route"), None);
     }
 
     #[test]
@@ -275,6 +295,7 @@ mod tests {
         let f = from_exchange(
             &exchange(Role::Server, 200, "PURGE"),
             &Clock::with_offset_ns(0),
+            None,
         );
         assert_eq!(f.name, "HTTP");
         assert_eq!(
@@ -293,7 +314,7 @@ mod tests {
             let mut ex = exchange(Role::Server, 200, "GET");
             let ExchangeKind::Http(h) = &mut ex.kind;
             h.traceparent = Some(value.into());
-            from_exchange(&ex, &Clock::with_offset_ns(0))
+            from_exchange(&ex, &Clock::with_offset_ns(0), None)
         };
         let f = with_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let p = f.parent.expect("parent");
