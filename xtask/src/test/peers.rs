@@ -1,7 +1,8 @@
 //! Installs the real peers the end-to-end tests drive, each only when it is missing.
 //!
 //! apt: nginx (server), curl (client), bpftool (inspecting loaded programs when a test fails),
-//! openssl (self-signed certificates for the TLS tests).
+//! openssl (self-signed certificates for the TLS tests), prometheus (a real scraper of `/metrics`,
+//! with promtool to lint the exposition).
 //! pip: opentelemetry-proto + grpcio (the independent OTLP sink, tests/peers/otlp_sink.py) and rotel
 //! (a real OTLP collector used as a gateway). rotel only ships pre-releases, so it alone gets `--pre`:
 //! with `--pre` the others would pull protobuf release candidates.
@@ -12,7 +13,7 @@ use anyhow::{bail, Result};
 
 use crate::exec;
 
-const APT_PACKAGES: [&str; 4] = ["nginx", "curl", "bpftool", "openssl"];
+const APT_PACKAGES: [&str; 5] = ["nginx", "curl", "bpftool", "openssl", "prometheus"];
 
 /// (distribution name, pinned version or `None` for any, pip requirement, needs `--pre`).
 const PIP_PACKAGES: [(&str, Option<&str>, &str, bool); 3] = [
