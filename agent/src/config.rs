@@ -178,6 +178,10 @@ pub enum Export {
     },
 }
 
+/// Spans queued per process before the batch processor drops (when `OTEL_BSP_MAX_QUEUE_SIZE` is
+/// unset).
+pub const DEFAULT_SPAN_QUEUE: usize = 65_536;
+
 /// Validated configuration handed to [`crate::run`].
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -201,6 +205,9 @@ pub struct Config {
     pub prometheus_listen: Option<std::net::SocketAddr>,
     /// Configured route patterns.
     pub routes: crate::route::Patterns,
+    /// Span queue per process when `OTEL_BSP_MAX_QUEUE_SIZE` is unset: Sonde's spans come in
+    /// bursts from the kernel, so the SDK's default of 2048 drops under load.
+    pub span_queue_default: Option<usize>,
     /// Alternative eBPF object.
     pub ebpf_object: Option<PathBuf>,
 }
@@ -281,6 +288,9 @@ impl Config {
             host_name: cli.host_name.clone().unwrap_or_else(kernel_hostname),
             tls: !cli.no_tls,
             prometheus_listen: cli.prometheus_listen,
+            span_queue_default: std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE")
+                .is_none()
+                .then_some(DEFAULT_SPAN_QUEUE),
             routes: crate::route::Patterns::parse(&cli.routes)?,
             ebpf_object: cli.ebpf_object.clone(),
         })

@@ -96,6 +96,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let exporter = Exporter::new(
         config.export.clone(),
         config.prometheus_listen.is_some(),
+        config.span_queue_default,
         Router::new(config.routes.clone(), RouteConfig::default()),
         config.host_name.clone(),
         clock,

@@ -21,7 +21,10 @@ use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
     metrics::{periodic_reader_with_async_runtime::PeriodicReader, SdkMeterProvider},
     runtime,
-    trace::{span_processor_with_async_runtime::BatchSpanProcessor, SdkTracer, SdkTracerProvider},
+    trace::{
+        span_processor_with_async_runtime::BatchSpanProcessor, BatchConfig, BatchConfigBuilder,
+        SdkTracer, SdkTracerProvider,
+    },
     Resource,
 };
 
@@ -79,6 +82,8 @@ pub struct Exporter {
     channel: Option<tonic::transport::Channel>,
     metrics_channel: Option<tonic::transport::Channel>,
     prometheus: bool,
+    /// Span queue size per process, when not set by `OTEL_BSP_MAX_QUEUE_SIZE`.
+    span_queue: Option<usize>,
     /// Routes of server exchanges, per process (keyed by tgid).
     router: Router,
     host_name: String,
@@ -97,6 +102,7 @@ impl Exporter {
     pub fn new(
         export: Export,
         prometheus: bool,
+        span_queue: Option<usize>,
         router: Router,
         host_name: String,
         clock: Clock,
@@ -131,6 +137,7 @@ impl Exporter {
             channel,
             metrics_channel,
             prometheus,
+            span_queue,
             router,
             host_name,
             clock,
@@ -172,7 +179,9 @@ impl Exporter {
         let builder = SdkTracerProvider::builder().with_resource(resource);
         let builder = match &self.export {
             Export::Console => builder.with_span_processor(
-                BatchSpanProcessor::builder(ConsoleExporter::default(), runtime::Tokio).build(),
+                BatchSpanProcessor::builder(ConsoleExporter::default(), runtime::Tokio)
+                    .with_batch_config(self.batch_config())
+                    .build(),
             ),
             Export::Otlp {
                 endpoint,
@@ -197,7 +206,9 @@ impl Exporter {
                 }
                 .map_err(ExportError::Build)?;
                 builder.with_span_processor(
-                    BatchSpanProcessor::builder(exporter, runtime::Tokio).build(),
+                    BatchSpanProcessor::builder(exporter, runtime::Tokio)
+                        .with_batch_config(self.batch_config())
+                        .build(),
                 )
             }
         };
@@ -261,6 +272,15 @@ impl Exporter {
             instruments,
             scrape: scrape.map(|r| (resource, r)),
         }))
+    }
+
+    /// The SDK's batch settings (from `OTEL_BSP_*`), with Sonde's larger default queue.
+    fn batch_config(&self) -> BatchConfig {
+        let builder = BatchConfigBuilder::default();
+        match self.span_queue {
+            Some(n) => builder.with_max_queue_size(n).build(),
+            None => builder.build(),
+        }
     }
 
     /// The Prometheus exposition of every live process's metrics.
