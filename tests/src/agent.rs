@@ -54,6 +54,18 @@ impl Agent {
     /// Starts the agent with `--port` for each of `ports` plus `extra_args`, exporting per `export`,
     /// and waits until it is ready. Inherited `OTEL_*` variables are removed first.
     pub fn start(dir: &TempDir, ports: &[u16], extra_args: &[&str], export: &Export) -> Self {
+        Self::start_with_env(dir, ports, extra_args, export, &[])
+    }
+
+    /// Like [`Agent::start`], with `env` set for the agent after the harness's own `OTEL_*`
+    /// defaults (so a test can set, say, `OTEL_TRACES_SAMPLER`).
+    pub fn start_with_env(
+        dir: &TempDir,
+        ports: &[u16],
+        extra_args: &[&str],
+        export: &Export,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(sonde_bin());
         for port in ports {
             cmd.args(["--port", &port.to_string()]);
@@ -80,6 +92,9 @@ impl Agent {
                 cmd.args(["--otlp-endpoint", endpoint, "--otlp-protocol", protocol]);
             }
             Export::Console => {}
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut proc = Proc::spawn("sonde", dir.path(), &mut cmd);
         let ready = crate::poll(READY_TIMEOUT, || {

@@ -195,6 +195,16 @@ impl Stage {
     /// Starts the agent (`--port` for every port `watch` names, then `agent_args`), waits until it
     /// is ready, and returns the whole world.
     pub fn start_agent(self, watch: Watch<'_>, agent_args: &[&str]) -> World {
+        self.start_agent_with_env(watch, agent_args, &[])
+    }
+
+    /// Like [`Stage::start_agent`], with extra environment variables for the agent.
+    pub fn start_agent_with_env(
+        self,
+        watch: Watch<'_>,
+        agent_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> World {
         let Self {
             gateway,
             server,
@@ -222,7 +232,7 @@ impl Stage {
                 ports.extend(gateway.as_ref().map(Rotel::grpc_port));
             }
         }
-        let agent = Agent::start(&dir, &ports, agent_args, &export);
+        let agent = Agent::start_with_env(&dir, &ports, agent_args, &export, env);
         World {
             agent,
             gateway,

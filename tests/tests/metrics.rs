@@ -4,7 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use agent_tests::{peers::curl, require_root, World};
+use agent_tests::{
+    peers::curl,
+    require_root,
+    world::{Peer, Stage, Via, Watch},
+    World,
+};
 use serde_json::Value;
 
 /// `OTEL` semantic-convention boundaries of `http.*.request.duration`, in seconds.
@@ -187,4 +192,45 @@ fn histogram_counts_match_the_requests_exactly() {
     for p in points.iter().filter(|p| p.metric.ends_with(".body.size")) {
         assert_eq!(p.unit, "By", "{p:?}");
     }
+}
+
+#[test]
+fn trace_sampling_drops_spans_but_metrics_stay_complete() {
+    require_root!();
+    // OTEL_TRACES_SAMPLER=traceidratio with ratio 0: the SDK samples every span away.
+    let mut w = Stage::start("metrics-sampled", Peer::Nginx, Via::SinkGrpc).start_agent_with_env(
+        Watch::Server,
+        &[],
+        &[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+        ],
+    );
+    let urls = vec![w.server.url("/index.html"); 6];
+    let run = curl(&urls, &[]);
+    assert!(
+        run.transfers.iter().all(|t| t.status == 200),
+        "harness: {run:?}"
+    );
+    // Wait for the meters' export (every second), then stop (the last export happens on SIGTERM).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    w.agent.stop_cleanly();
+    let port = w.port();
+    assert_eq!(
+        w.sink.spans_where(|s| s.is_for_port(port)).len(),
+        0,
+        "sampled-away spans exported"
+    );
+    let points = points(&w.sink.raw());
+    let want: BTreeMap<i64, u64> = [(200, 6)].into();
+    assert_eq!(
+        totals(&points, "nginx", "http.server.request.duration"),
+        want,
+        "{points:#?}"
+    );
+    assert_eq!(
+        totals(&points, "curl", "http.client.request.duration"),
+        want,
+        "{points:#?}"
+    );
 }
