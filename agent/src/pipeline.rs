@@ -37,6 +37,7 @@ use crate::{
         clock::Clock,
         export::Exporter,
         scrape::{self, ScrapeRequest},
+        self_telemetry::Snapshot,
     },
 };
 
@@ -93,6 +94,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tokio::task::block_in_place(|| attacher.scan(None));
     let (exec_tx, exec_rx) = std::sync::mpsc::channel();
     let tls_thread = tls_attach::spawn(attacher, exec_rx).map_err(RunError::Thread)?;
+    let (snapshot_tx, snapshot_rx) = watch::channel(Snapshot::default());
     let exporter = Exporter::new(
         config.export.clone(),
         config.prometheus_listen.is_some(),
@@ -100,6 +102,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Router::new(config.routes.clone(), RouteConfig::default()),
         config.host_name.clone(),
         clock,
+        snapshot_rx,
     )?;
     let scrape_listener = match config.prometheus_listen {
         Some(addr) => Some((
@@ -121,6 +124,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let capture = tokio::spawn(capture_task(
         ring,
         kernel_stats,
+        snapshot_tx,
         exec_tx,
         table,
         capture_to_export,
@@ -203,6 +207,7 @@ fn drain(
 async fn capture_task(
     mut ring: AsyncFd<RingBuf<MapData>>,
     kernel_stats: KernelStats,
+    snapshots: watch::Sender<Snapshot>,
     execs: std::sync::mpsc::Sender<u32>,
     mut table: ConnTable,
     capture_to_export: mpsc::Sender<Vec<Observed>>,
@@ -232,6 +237,7 @@ async fn capture_task(
             _ = maintenance.tick() => {
                 let now = Instant::now();
                 table.gc(now);
+                publish(&snapshots, &kernel_stats, &table, &stats);
                 if stats_interval.is_some_and(|i| now.duration_since(last_stats_log) >= i) {
                     last_stats_log = now;
                     log_stats(&kernel_stats, &table, &stats);
@@ -243,6 +249,7 @@ async fn capture_task(
                     let _ = capture_to_export.send(out).await;
                 }
                 log_stats(&kernel_stats, &table, &stats);
+                publish(&snapshots, &kernel_stats, &table, &stats);
                 break;
             }
         }
@@ -250,6 +257,26 @@ async fn capture_task(
             break;
         }
     }
+}
+
+/// Publishes the cumulative counters for the self-telemetry (latest value wins).
+fn publish(
+    snapshots: &watch::Sender<Snapshot>,
+    kernel_stats: &KernelStats,
+    table: &ConnTable,
+    stats: &CaptureStats,
+) {
+    let _ = snapshots.send(Snapshot {
+        kernel: kernel_stats.read_stats().unwrap_or_default(),
+        conn: table
+            .stats()
+            .counters
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect(),
+        decode_errors: stats.decode_errors.iter().map(|(k, v)| (*k, *v)).collect(),
+        connections: table.len() as u64,
+    });
 }
 
 fn log_stats(kernel_stats: &KernelStats, table: &ConnTable, stats: &CaptureStats) {
@@ -299,6 +326,7 @@ async fn export_task(
                 let now = Instant::now();
                 for obs in &batch {
                     if let Err(e) = exporter.record(obs, now) {
+                        exporter.count_failed_span();
                         errors += 1;
                         if errors == 1 || errors.is_power_of_two() {
                             tracing::warn!(error = %e, errors, "span dropped");

@@ -8,7 +8,7 @@
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
@@ -27,12 +27,14 @@ use opentelemetry_sdk::{
     },
     Resource,
 };
+use tokio::sync::watch;
 
 use super::{
     clock::Clock,
     console::ConsoleExporter,
     metrics::Instruments,
     prometheus::{self, SharedReader},
+    self_telemetry::{self, ExportCounters, Snapshot},
     semconv, span,
 };
 use crate::{
@@ -90,6 +92,10 @@ pub struct Exporter {
     clock: Clock,
     services: HashMap<Arc<ProcessInfo>, Service>,
     spans: u64,
+    /// The agent's own meters (self-telemetry), when metrics are exported.
+    agent: Option<Meters>,
+    /// Counters the self-telemetry reads.
+    counters: Arc<ExportCounters>,
 }
 
 impl Exporter {
@@ -106,6 +112,7 @@ impl Exporter {
         router: Router,
         host_name: String,
         clock: Clock,
+        snapshots: watch::Receiver<Snapshot>,
     ) -> Result<Self, ExportError> {
         let lazy_channel = |endpoint: &String, timeout: Duration| {
             tonic::transport::Endpoint::from_shared(endpoint.clone())
@@ -132,7 +139,7 @@ impl Exporter {
             }
             _ => (None, None),
         };
-        Ok(Self {
+        let mut exporter = Self {
             export,
             channel,
             metrics_channel,
@@ -143,7 +150,16 @@ impl Exporter {
             clock,
             services: HashMap::new(),
             spans: 0,
-        })
+            agent: None,
+            counters: Arc::new(ExportCounters::default()),
+        };
+        let me = ProcessInfo::read(std::process::id(), b"sonde\0\0\0\0\0\0\0\0\0\0\0");
+        exporter.agent = exporter.new_meter(&me)?;
+        if let Some(agent) = &exporter.agent {
+            let meter = agent.provider.meter(semconv::SCOPE_NAME);
+            self_telemetry::register(&meter, snapshots, Arc::clone(&exporter.counters));
+        }
+        Ok(exporter)
     }
 
     /// Spans recorded so far.
@@ -288,7 +304,9 @@ impl Exporter {
         let sources: Vec<_> = self
             .services
             .values()
-            .filter_map(|s| s.metrics.as_ref()?.scrape.clone())
+            .filter_map(|s| s.metrics.as_ref())
+            .chain(&self.agent)
+            .filter_map(|m| m.scrape.clone())
             .collect();
         prometheus::render(&sources)
     }
@@ -333,6 +351,7 @@ impl Exporter {
         s.set_status(fields.status);
         s.end_with_timestamp(fields.end);
         self.spans += 1;
+        self.counters.spans_recorded.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -352,8 +371,16 @@ impl Exporter {
         }
     }
 
+    /// Counts a span dropped before reaching the SDK.
+    pub fn count_failed_span(&self) {
+        self.counters.spans_failed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Flushes and shuts down every provider.
     pub async fn shutdown(mut self) {
+        if let Some(agent) = self.agent.take() {
+            let _ = tokio::task::spawn_blocking(move || agent.provider.shutdown()).await;
+        }
         for (_, s) in self.services.drain() {
             shutdown(s).await;
         }

@@ -5,6 +5,7 @@
 //! - [`span`]: the pure mapping from an [`crate::exchange::Exchange`] to span fields.
 //! - [`metrics`]: the RED histograms each exchange is recorded in.
 //! - [`prometheus`]: their Prometheus text exposition; [`scrape`]: the HTTP endpoint serving it.
+//! - [`self_telemetry`]: the agent's own counters, on the same pipes.
 //! - [`console`]: the one-line-per-span stdout exporter used when no OTLP endpoint is set.
 //! - [`export`]: one SDK tracer provider per observed process (its own `Resource`), OTLP or console.
 
@@ -14,5 +15,6 @@ pub mod export;
 pub mod metrics;
 pub mod prometheus;
 pub mod scrape;
+pub mod self_telemetry;
 pub mod semconv;
 pub mod span;

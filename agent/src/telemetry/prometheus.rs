@@ -213,6 +213,17 @@ pub fn render(sources: &[(Resource, SharedReader)]) -> String {
                             );
                         }
                     }
+                    AggregatedMetrics::U64(MetricData::Gauge(g)) => {
+                        family.kind = "gauge";
+                        for dp in g.data_points() {
+                            let attrs: Vec<KeyValue> = dp.attributes().cloned().collect();
+                            family.lines.push(format!(
+                                "{name}{} {}",
+                                labels(&base, &attrs, None),
+                                dp.value()
+                            ));
+                        }
+                    }
                     AggregatedMetrics::U64(MetricData::Sum(s)) => {
                         family.kind = if s.is_monotonic() { "counter" } else { "gauge" };
                         let name = if s.is_monotonic() {
