@@ -121,16 +121,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (capture_to_export, export_rx) = mpsc::channel(CAPTURE_TO_EXPORT_BATCHES);
     let (stop_tx, stop_rx) = watch::channel(false);
     let table = ConnTable::new(config.selection.clone(), config.conn_idle_timeout);
-    let capture = tokio::spawn(capture_task(
+    let capture = tokio::spawn(capture_task(Capture {
         ring,
         kernel_stats,
-        snapshot_tx,
-        exec_tx,
+        snapshots: snapshot_tx,
+        execs: exec_tx,
         table,
         capture_to_export,
-        stop_rx,
-        config.stats_interval,
-    ));
+        stop: stop_rx,
+        stats_interval: config.stats_interval,
+    }));
     let (scrape_tx, scrape_rx) = mpsc::channel(8);
     let export = tokio::spawn(export_task(
         export_rx,
@@ -204,16 +204,37 @@ fn drain(
     }
 }
 
-async fn capture_task(
-    mut ring: AsyncFd<RingBuf<MapData>>,
+/// What the capture task owns and talks to.
+struct Capture {
+    /// The kernel's records.
+    ring: AsyncFd<RingBuf<MapData>>,
+    /// The kernel's counters.
     kernel_stats: KernelStats,
+    /// Where cumulative counters are published for the self-telemetry.
     snapshots: watch::Sender<Snapshot>,
+    /// Exec'd tgids, for the TLS discovery thread.
     execs: std::sync::mpsc::Sender<u32>,
-    mut table: ConnTable,
+    /// The connection table (owned here only).
+    table: ConnTable,
+    /// Completed exchanges, to the export task.
     capture_to_export: mpsc::Sender<Vec<Observed>>,
-    mut stop: watch::Receiver<bool>,
+    /// Shutdown signal.
+    stop: watch::Receiver<bool>,
+    /// Period of the stats log line.
     stats_interval: Option<Duration>,
-) {
+}
+
+async fn capture_task(c: Capture) {
+    let Capture {
+        mut ring,
+        kernel_stats,
+        snapshots,
+        execs,
+        mut table,
+        capture_to_export,
+        mut stop,
+        stats_interval,
+    } = c;
     let mut stats = CaptureStats::default();
     let mut maintenance = tokio::time::interval(MAINTENANCE_PERIOD);
     let mut drain_tick = tokio::time::interval(DRAIN_PERIOD);
