@@ -45,12 +45,18 @@ fn kernel_stat(stderr: &str, name: &str) -> Option<u64> {
 #[test]
 fn tiny_ring_buffer_drops_records_without_hurting_the_application() {
     require_root!();
+    let listen = format!("127.0.0.1:{}", agent_tests::free_port());
     let mut w = World::start_with_args(
         "ringbuf-overflow",
         Peer::Python,
         Via::SinkGrpc,
         Watch::Server,
-        &["--ring-buffer-bytes", RING_BUFFER_BYTES],
+        &[
+            "--ring-buffer-bytes",
+            RING_BUFFER_BYTES,
+            "--prometheus-listen",
+            &listen,
+        ],
     );
     let port = w.port();
     let run = python_load(port, THREADS, REQUESTS, BODY_BYTES);
@@ -66,6 +72,26 @@ fn tiny_ring_buffer_drops_records_without_hurting_the_application() {
     assert!(
         run.failed == 0 && run.ok == want_ok,
         "requests failed under the agent: {run:?}, want every one answered as {want_ok:?}"
+    );
+
+    // (b') The self-telemetry counts them too, on /metrics (published every 5 s).
+    let dropped = agent_tests::poll(std::time::Duration::from_secs(15), || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", &format!("http://{listen}/metrics")])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| {
+                l.starts_with("sonde_kernel_dropped_total{")
+                    && l.contains("reason=\"ringbuf_full\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+    });
+    assert!(
+        dropped.is_some(),
+        "sonde_kernel_dropped_total{{reason=\"ringbuf_full\"}} never went above 0"
     );
 
     // (c) A clean exit after SIGTERM, even after losing records.
