@@ -70,8 +70,10 @@ fn dead_collector_neither_hangs_nor_crashes_the_agent() {
         .port();
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = server.local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{}", agent_tests::free_port());
     let mut agent = Command::new(sonde_bin())
         .args(["--port", &port.to_string(), "--otlp-timeout-ms", "500"])
+        .args(["--prometheus-listen", &listen])
         .env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             format!("http://127.0.0.1:{dead}"),
@@ -127,7 +129,24 @@ fn dead_collector_neither_hangs_nor_crashes_the_agent() {
         );
     }
     server_thread.join().unwrap();
-    thread::sleep(Duration::from_secs(1));
+    // The failed exports are counted (after the exporter's retries, a few seconds).
+    let failed = agent_tests::poll(Duration::from_secs(30), || {
+        let out = Command::new("curl")
+            .args(["-s", &format!("http://{listen}/metrics")])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| {
+                l.starts_with("sonde_spans_total{") && l.contains("outcome=\"export_failed\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+    });
+    assert!(
+        failed.is_some(),
+        "sonde_spans_total{{outcome=\"export_failed\"}} never went above 0"
+    );
     let sent_at = Instant::now();
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };

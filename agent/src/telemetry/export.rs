@@ -70,6 +70,44 @@ struct Service {
     last_used: Instant,
 }
 
+/// An OTLP span exporter that counts what it delivered and what the collector refused or never
+/// got (after the exporter's own retries), for the self-telemetry.
+#[derive(Debug)]
+struct Counting<E> {
+    inner: E,
+    counters: Arc<ExportCounters>,
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Counting<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let n = batch.len() as u64;
+        let result = self.inner.export(batch).await;
+        let counter = match result {
+            Ok(()) => &self.counters.spans_exported,
+            Err(_) => &self.counters.spans_export_failed,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
 /// A process's meters.
 struct Meters {
     provider: SdkMeterProvider,
@@ -221,6 +259,10 @@ impl Exporter {
                         .build(),
                 }
                 .map_err(ExportError::Build)?;
+                let exporter = Counting {
+                    inner: exporter,
+                    counters: Arc::clone(&self.counters),
+                };
                 builder.with_span_processor(
                     BatchSpanProcessor::builder(exporter, runtime::Tokio)
                         .with_batch_config(self.batch_config())

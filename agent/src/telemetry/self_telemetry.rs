@@ -16,7 +16,7 @@
 //! | `sonde.parse.errors` | counter | `protocol`, `reason` |
 //! | `sonde.decode.errors` | counter | `reason` |
 //! | `sonde.connections` | gauge | — |
-//! | `sonde.spans` | counter | `outcome`: `recorded`, `failed` |
+//! | `sonde.spans` | counter | `outcome`: `recorded`, `failed` (before the SDK), `exported`, `export_failed` (OTLP, after retries) |
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -47,6 +47,10 @@ pub struct ExportCounters {
     pub spans_recorded: AtomicU64,
     /// Spans dropped because their process's exporter could not be built.
     pub spans_failed: AtomicU64,
+    /// Spans the OTLP collector accepted.
+    pub spans_exported: AtomicU64,
+    /// Spans in batches the OTLP export failed for, after retries (dead or refusing collector).
+    pub spans_export_failed: AtomicU64,
 }
 
 /// Where a connection-table counter goes: `sonde.conn.events{event}` for the table's own,
@@ -168,6 +172,14 @@ pub fn register(meter: &Meter, snapshots: watch::Receiver<Snapshot>, export: Arc
             o.observe(
                 export.spans_failed.load(Ordering::Relaxed),
                 &[KeyValue::new("outcome", "failed")],
+            );
+            o.observe(
+                export.spans_exported.load(Ordering::Relaxed),
+                &[KeyValue::new("outcome", "exported")],
+            );
+            o.observe(
+                export.spans_export_failed.load(Ordering::Relaxed),
+                &[KeyValue::new("outcome", "export_failed")],
             );
         })
         .build();
