@@ -111,6 +111,11 @@ pub struct Cli {
     #[arg(long)]
     pub no_tls: bool,
 
+    /// With spans on stdout (no OTLP endpoint), print a RED table (rate, error %, p50/p99 per
+    /// service and route) every this many seconds; 0 disables.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub summary_interval_secs: u64,
+
     /// Log filter (`RUST_LOG` syntax), e.g. `debug` or `sonde=debug`.
     #[arg(long, env = "SONDE_LOG", default_value = "info")]
     pub log: String,
@@ -195,6 +200,8 @@ pub struct Config {
     pub ring_buffer_bytes: u32,
     /// Idle connection timeout.
     pub conn_idle_timeout: Duration,
+    /// Console RED table interval (`None`: off, or not console export).
+    pub summary_interval: Option<Duration>,
     /// Self-telemetry log interval (`None`: off).
     pub stats_interval: Option<Duration>,
     /// `host.name`.
@@ -273,6 +280,7 @@ impl Config {
                 }
             }
         };
+        let export_is_console = matches!(export, Export::Console);
         Ok(Self {
             selection: Selection {
                 pids: cli.pids.clone(),
@@ -283,6 +291,8 @@ impl Config {
             capture_bytes: cli.capture_bytes,
             ring_buffer_bytes: cli.ring_buffer_bytes,
             conn_idle_timeout: Duration::from_secs(cli.conn_idle_timeout_secs.max(1)),
+            summary_interval: (cli.summary_interval_secs > 0 && export_is_console)
+                .then(|| Duration::from_secs(cli.summary_interval_secs)),
             stats_interval: (cli.stats_interval_secs > 0)
                 .then(|| Duration::from_secs(cli.stats_interval_secs)),
             host_name: cli.host_name.clone().unwrap_or_else(kernel_hostname),

@@ -131,12 +131,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         stop: stop_rx,
         stats_interval: config.stats_interval,
     }));
+    let mut exporter = exporter;
+    if config.summary_interval.is_some() {
+        exporter.enable_summary();
+    }
     let (scrape_tx, scrape_rx) = mpsc::channel(8);
     let export = tokio::spawn(export_task(
         export_rx,
         scrape_rx,
         exporter,
         config.conn_idle_timeout,
+        config.summary_interval,
     ));
     if let Some((listener, addr)) = scrape_listener {
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
@@ -337,7 +342,12 @@ async fn export_task(
     mut scrapes: mpsc::Receiver<ScrapeRequest>,
     mut exporter: Exporter,
     idle: Duration,
+    summary_interval: Option<Duration>,
 ) {
+    let mut summary_tick =
+        tokio::time::interval(summary_interval.unwrap_or(Duration::from_secs(3600)));
+    summary_tick.tick().await;
+    let mut summary_since = Instant::now();
     let mut maintenance = tokio::time::interval(MAINTENANCE_PERIOD);
     let mut errors = 0u64;
     loop {
@@ -358,6 +368,16 @@ async fn export_task(
             _ = maintenance.tick() => exporter.gc(Instant::now(), idle).await,
             Some(reply) = scrapes.recv() => {
                 let _ = reply.send(exporter.render_prometheus());
+            }
+            _ = summary_tick.tick(), if summary_interval.is_some() => {
+                let now = Instant::now();
+                if let Some(table) = exporter.take_summary(now.duration_since(summary_since)) {
+                    use std::io::Write as _;
+                    let mut out = std::io::stdout().lock();
+                    // A closed stdout must not stop the agent.
+                    let _ = out.write_all(table.as_bytes()).and_then(|()| out.flush());
+                }
+                summary_since = now;
             }
         }
     }

@@ -36,6 +36,7 @@ use super::{
     prometheus::{self, SharedReader},
     self_telemetry::{self, ExportCounters, Snapshot},
     semconv, span,
+    summary::Summary,
 };
 use crate::{
     config::{Export, OtlpProtocol},
@@ -134,6 +135,8 @@ pub struct Exporter {
     agent: Option<Meters>,
     /// Counters the self-telemetry reads.
     counters: Arc<ExportCounters>,
+    /// The console's RED table (console export only).
+    summary: Option<Summary>,
 }
 
 impl Exporter {
@@ -190,6 +193,7 @@ impl Exporter {
             spans: 0,
             agent: None,
             counters: Arc::new(ExportCounters::default()),
+            summary: None,
         };
         let me = ProcessInfo::read(std::process::id(), b"sonde\0\0\0\0\0\0\0\0\0\0\0");
         exporter.agent = exporter.new_meter(&me)?;
@@ -378,6 +382,16 @@ impl Exporter {
         if let Some(m) = &service.metrics {
             m.instruments.record(&obs.exchange, route.as_deref());
         }
+        if let (Some(summary), ExchangeKind::Http(http)) = (&mut self.summary, &obs.exchange.kind) {
+            let (kind, target) = match obs.exchange.conn.role {
+                Role::Server => ("SERVER", route.clone().unwrap_or_else(|| "-".to_owned())),
+                Role::Client => ("CLIENT", obs.exchange.conn.peer.to_string()),
+            };
+            let duration =
+                Duration::from_nanos(obs.exchange.end_ns.saturating_sub(obs.exchange.start_ns));
+            let error = span::is_error(obs.exchange.conn.role, http.status);
+            summary.record(&obs.process.exe_name, kind, &target, error, duration);
+        }
         let fields = span::from_exchange(&obs.exchange, &self.clock, route.as_deref());
         let builder = service
             .tracer
@@ -411,6 +425,17 @@ impl Exporter {
                 shutdown(s).await;
             }
         }
+    }
+
+    /// Keeps the console's RED table (`--summary-interval-secs`).
+    pub fn enable_summary(&mut self) {
+        self.summary = Some(Summary::default());
+    }
+
+    /// The RED table of the interval that just ended (`elapsed` long), if anything happened.
+    pub fn take_summary(&mut self, elapsed: Duration) -> Option<String> {
+        let s = self.summary.as_mut()?;
+        (!s.is_empty()).then(|| s.take_table(elapsed))
     }
 
     /// Counts a span dropped before reaching the SDK.

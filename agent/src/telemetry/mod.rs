@@ -6,6 +6,7 @@
 //! - [`metrics`]: the RED histograms each exchange is recorded in.
 //! - [`prometheus`]: their Prometheus text exposition; [`scrape`]: the HTTP endpoint serving it.
 //! - [`self_telemetry`]: the agent's own counters, on the same pipes.
+//! - [`summary`]: the console's periodic RED table.
 //! - [`console`]: the one-line-per-span stdout exporter used when no OTLP endpoint is set.
 //! - [`export`]: one SDK tracer provider per observed process (its own `Resource`), OTLP or console.
 
@@ -18,3 +19,4 @@ pub mod scrape;
 pub mod self_telemetry;
 pub mod semconv;
 pub mod span;
+pub mod summary;
