@@ -263,7 +263,7 @@ async fn capture_task(c: Capture) {
             _ = maintenance.tick() => {
                 let now = Instant::now();
                 table.gc(now);
-                publish(&snapshots, &kernel_stats, &table, &stats);
+                publish(&snapshots, &kernel_stats, &table, &stats, &capture_to_export);
                 if stats_interval.is_some_and(|i| now.duration_since(last_stats_log) >= i) {
                     last_stats_log = now;
                     log_stats(&kernel_stats, &table, &stats);
@@ -275,7 +275,7 @@ async fn capture_task(c: Capture) {
                     let _ = capture_to_export.send(out).await;
                 }
                 log_stats(&kernel_stats, &table, &stats);
-                publish(&snapshots, &kernel_stats, &table, &stats);
+                publish(&snapshots, &kernel_stats, &table, &stats, &capture_to_export);
                 break;
             }
         }
@@ -291,8 +291,11 @@ fn publish(
     kernel_stats: &KernelStats,
     table: &ConnTable,
     stats: &CaptureStats,
+    capture_to_export: &mpsc::Sender<Vec<Observed>>,
 ) {
     let _ = snapshots.send(Snapshot {
+        capture_to_export_depth: (capture_to_export.max_capacity() - capture_to_export.capacity())
+            as u64,
         kernel: kernel_stats.read_stats().unwrap_or_default(),
         conn: table
             .stats()

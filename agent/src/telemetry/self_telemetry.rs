@@ -16,6 +16,7 @@
 //! | `sonde.parse.errors` | counter | `protocol`, `reason` |
 //! | `sonde.decode.errors` | counter | `reason` |
 //! | `sonde.connections` | gauge | — |
+//! | `sonde.queue.depth` | gauge | `queue`: `capture_to_export` |
 //! | `sonde.spans` | counter | `outcome`: `recorded`, `failed` (before the SDK), `exported`, `export_failed` (OTLP, after retries) |
 
 use std::sync::{
@@ -38,6 +39,8 @@ pub struct Snapshot {
     pub decode_errors: Vec<(&'static str, u64)>,
     /// Connections currently in the table.
     pub connections: u64,
+    /// Batches waiting in the capture → export channel.
+    pub capture_to_export_depth: u64,
 }
 
 /// Counters the export task keeps.
@@ -153,6 +156,17 @@ pub fn register(meter: &Meter, snapshots: watch::Receiver<Snapshot>, export: Arc
             for (reason, value) in &rx.borrow().decode_errors {
                 o.observe(*value, &[KeyValue::new("reason", *reason)]);
             }
+        })
+        .build();
+    let rx = snapshots.clone();
+    meter
+        .u64_observable_gauge("sonde.queue.depth")
+        .with_description("Items waiting between pipeline stages.")
+        .with_callback(move |o| {
+            o.observe(
+                rx.borrow().capture_to_export_depth,
+                &[KeyValue::new("queue", "capture_to_export")],
+            );
         })
         .build();
     let rx = snapshots;
