@@ -130,3 +130,24 @@ impl Drop for TempDir {
         }
     }
 }
+
+/// Scrapes `http://<listen>/metrics` until the series named `metric` with the label `label`
+/// (`reason="ringbuf_full"`) has a value above 0, or `timeout` passes; returns that value.
+pub fn wait_for_positive_series(
+    listen: &str,
+    metric: &str,
+    label: &str,
+    timeout: Duration,
+) -> Option<u64> {
+    poll(timeout, || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", &format!("http://{listen}/metrics")])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with(&format!("{metric}{{")) && l.contains(label))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+    })
+}

@@ -75,20 +75,12 @@ fn tiny_ring_buffer_drops_records_without_hurting_the_application() {
     );
 
     // (b') The self-telemetry counts them too, on /metrics (published every 5 s).
-    let dropped = agent_tests::poll(std::time::Duration::from_secs(15), || {
-        let out = std::process::Command::new("curl")
-            .args(["-s", &format!("http://{listen}/metrics")])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines()
-            .find(|l| {
-                l.starts_with("sonde_kernel_dropped_total{")
-                    && l.contains("reason=\"ringbuf_full\"")
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .filter(|n| *n > 0)
-    });
+    let dropped = agent_tests::wait_for_positive_series(
+        &listen,
+        "sonde_kernel_dropped_total",
+        "reason=\"ringbuf_full\"",
+        std::time::Duration::from_secs(15),
+    );
     assert!(
         dropped.is_some(),
         "sonde_kernel_dropped_total{{reason=\"ringbuf_full\"}} never went above 0"

@@ -130,19 +130,12 @@ fn dead_collector_neither_hangs_nor_crashes_the_agent() {
     }
     server_thread.join().unwrap();
     // The failed exports are counted (after the exporter's retries, a few seconds).
-    let failed = agent_tests::poll(Duration::from_secs(30), || {
-        let out = Command::new("curl")
-            .args(["-s", &format!("http://{listen}/metrics")])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines()
-            .find(|l| {
-                l.starts_with("sonde_spans_total{") && l.contains("outcome=\"export_failed\"")
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .filter(|n| *n > 0)
-    });
+    let failed = agent_tests::wait_for_positive_series(
+        &listen,
+        "sonde_spans_total",
+        "outcome=\"export_failed\"",
+        Duration::from_secs(30),
+    );
     assert!(
         failed.is_some(),
         "sonde_spans_total{{outcome=\"export_failed\"}} never went above 0"
