@@ -196,7 +196,7 @@ impl Exporter {
             summary: None,
         };
         let me = ProcessInfo::read(std::process::id(), b"sonde\0\0\0\0\0\0\0\0\0\0\0");
-        exporter.agent = exporter.new_meter(&me)?;
+        exporter.agent = exporter.new_meter(exporter.resource(&me))?;
         if let Some(agent) = &exporter.agent {
             let meter = agent.provider.meter(semconv::SCOPE_NAME);
             self_telemetry::register(&meter, snapshots, Arc::clone(&exporter.counters));
@@ -234,7 +234,7 @@ impl Exporter {
 
     fn new_service(&self, p: &ProcessInfo) -> Result<Service, ExportError> {
         let resource = self.resource(p);
-        let builder = SdkTracerProvider::builder().with_resource(resource);
+        let builder = SdkTracerProvider::builder().with_resource(resource.clone());
         let builder = match &self.export {
             Export::Console => builder.with_span_processor(
                 BatchSpanProcessor::builder(ConsoleExporter::default(), runtime::Tokio)
@@ -276,7 +276,7 @@ impl Exporter {
         };
         let provider = builder.build();
         let tracer = provider.tracer(semconv::SCOPE_NAME);
-        let metrics = self.new_meter(p)?;
+        let metrics = self.new_meter(resource)?;
         Ok(Service {
             provider,
             tracer,
@@ -287,7 +287,7 @@ impl Exporter {
 
     /// The process's meter provider, instruments and scrape reader, when metrics are exported
     /// over OTLP and/or served to Prometheus.
-    fn new_meter(&self, p: &ProcessInfo) -> Result<Option<Meters>, ExportError> {
+    fn new_meter(&self, resource: Resource) -> Result<Option<Meters>, ExportError> {
         let otlp = match &self.export {
             Export::Otlp {
                 metrics_endpoint: Some(endpoint),
@@ -300,7 +300,6 @@ impl Exporter {
         if otlp.is_none() && !self.prometheus {
             return Ok(None);
         }
-        let resource = self.resource(p);
         let mut builder = SdkMeterProvider::builder().with_resource(resource.clone());
         if let Some((endpoint, protocol, timeout)) = otlp {
             let exporter = match (protocol, &self.metrics_channel) {

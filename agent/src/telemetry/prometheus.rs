@@ -22,7 +22,7 @@ use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::{
     error::OTelSdkResult,
     metrics::{
-        data::{AggregatedMetrics, MetricData, ResourceMetrics},
+        data::{AggregatedMetrics, Histogram, MetricData, ResourceMetrics},
         reader::MetricReader,
         InstrumentKind, ManualReader, Pipeline, Temporality,
     },
@@ -59,7 +59,6 @@ pub fn metric_name(name: &str, unit: &str) -> String {
     let suffix = match unit {
         "s" => "_seconds",
         "By" => "_bytes",
-        "1" | "" => "",
         _ => "",
     };
     if !out.ends_with(suffix) {
@@ -183,35 +182,11 @@ pub fn render(sources: &[(Resource, SharedReader)]) -> String {
                 match metric.data() {
                     AggregatedMetrics::F64(MetricData::Histogram(h)) => {
                         family.kind = "histogram";
-                        for dp in h.data_points() {
-                            let attrs: Vec<KeyValue> = dp.attributes().cloned().collect();
-                            histogram_lines(
-                                &mut family.lines,
-                                &name,
-                                &base,
-                                &attrs,
-                                dp.bounds(),
-                                dp.bucket_counts(),
-                                dp.sum(),
-                                dp.count(),
-                            );
-                        }
+                        histogram_lines(&mut family.lines, &name, &base, h, |v| v);
                     }
                     AggregatedMetrics::U64(MetricData::Histogram(h)) => {
                         family.kind = "histogram";
-                        for dp in h.data_points() {
-                            let attrs: Vec<KeyValue> = dp.attributes().cloned().collect();
-                            histogram_lines(
-                                &mut family.lines,
-                                &name,
-                                &base,
-                                &attrs,
-                                dp.bounds(),
-                                dp.bucket_counts(),
-                                dp.sum() as f64,
-                                dp.count(),
-                            );
-                        }
+                        histogram_lines(&mut family.lines, &name, &base, h, |v| v as f64);
                     }
                     AggregatedMetrics::U64(MetricData::Gauge(g)) => {
                         family.kind = "gauge";
@@ -270,36 +245,38 @@ pub fn render(sources: &[(Resource, SharedReader)]) -> String {
     out
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one histogram data point's fields"
-)]
-fn histogram_lines(
+/// The `_bucket` (cumulative, `le` up to `+Inf`), `_sum` and `_count` lines of every data point
+/// of `h`; `to_f64` converts its sums.
+fn histogram_lines<T: Copy>(
     lines: &mut Vec<String>,
     name: &str,
     base: &[(String, String)],
-    attrs: &[KeyValue],
-    bounds: impl Iterator<Item = f64>,
-    counts: impl Iterator<Item = u64>,
-    sum: f64,
-    count: u64,
+    h: &Histogram<T>,
+    to_f64: impl Fn(T) -> f64,
 ) {
-    let bounds: Vec<f64> = bounds.collect();
-    let mut cumulative = 0u64;
-    for (i, c) in counts.enumerate() {
-        cumulative += c;
-        let le = bounds.get(i).copied().unwrap_or(f64::INFINITY);
+    for dp in h.data_points() {
+        let attrs: Vec<KeyValue> = dp.attributes().cloned().collect();
+        let bounds: Vec<f64> = dp.bounds().collect();
+        let mut cumulative = 0u64;
+        for (i, c) in dp.bucket_counts().enumerate() {
+            cumulative += c;
+            let le = bounds.get(i).copied().unwrap_or(f64::INFINITY);
+            lines.push(format!(
+                "{name}_bucket{} {cumulative}",
+                labels(base, &attrs, Some(("le", &num(le))))
+            ));
+        }
         lines.push(format!(
-            "{name}_bucket{} {cumulative}",
-            labels(base, attrs, Some(("le", &num(le))))
+            "{name}_sum{} {}",
+            labels(base, &attrs, None),
+            num(to_f64(dp.sum()))
+        ));
+        lines.push(format!(
+            "{name}_count{} {}",
+            labels(base, &attrs, None),
+            dp.count()
         ));
     }
-    lines.push(format!(
-        "{name}_sum{} {}",
-        labels(base, attrs, None),
-        num(sum)
-    ));
-    lines.push(format!("{name}_count{} {count}", labels(base, attrs, None)));
 }
 
 #[cfg(test)]
