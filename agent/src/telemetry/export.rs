@@ -130,7 +130,6 @@ pub struct Exporter {
     host_name: String,
     clock: Clock,
     services: HashMap<Arc<ProcessInfo>, Service>,
-    spans: u64,
     /// The agent's own meters (self-telemetry), when metrics are exported.
     agent: Option<Meters>,
     /// Counters the self-telemetry reads.
@@ -190,7 +189,6 @@ impl Exporter {
             host_name,
             clock,
             services: HashMap::new(),
-            spans: 0,
             agent: None,
             counters: Arc::new(ExportCounters::default()),
             summary: None,
@@ -206,7 +204,7 @@ impl Exporter {
 
     /// Spans recorded so far.
     pub fn spans_recorded(&self) -> u64 {
-        self.spans
+        self.counters.spans_recorded.load(Ordering::Relaxed)
     }
 
     /// Number of live per-process providers.
@@ -405,7 +403,6 @@ impl Exporter {
         let mut s = service.tracer.build_with_context(builder, &parent);
         s.set_status(fields.status);
         s.end_with_timestamp(fields.end);
-        self.spans += 1;
         self.counters.spans_recorded.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
