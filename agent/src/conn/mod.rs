@@ -302,13 +302,7 @@ impl ConnTable {
                     (r.role, r.local, r.peer, None)
                 }
                 Err(e) => {
-                    self.stats.add(
-                        match e {
-                            resolve::ResolveError::NotASocket => "conn_unresolved_not_a_socket",
-                            resolve::ResolveError::NotFound => "conn_unresolved_inode_not_found",
-                        },
-                        1,
-                    );
+                    self.stats.add(e.reason(), 1);
                     return State::Ignored;
                 }
             },

@@ -35,11 +35,11 @@ pub enum ResolveError {
 }
 
 impl ResolveError {
-    /// Stable label for self-telemetry.
+    /// The self-telemetry counter this outcome is counted under.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::NotASocket => "not_a_socket",
-            Self::NotFound => "inode_not_found",
+            Self::NotASocket => "conn_unresolved_not_a_socket",
+            Self::NotFound => "conn_unresolved_inode_not_found",
         }
     }
 }
