@@ -1,4 +1,8 @@
-//! Kernel-side counters: every event the programs drop or skip is counted here with its reason.
+//! Kernel-side counters: every event the programs drop or skip is counted here with its reason,
+//! per capture point ([`Program`]).
+//!
+//! The `STATS` per-CPU array has [`STATS_SLOTS`] entries: slot [`slot`]`(program, stat)` =
+//! `program * STAT_COUNT + stat`.
 
 /// Index into the per-CPU `STATS` array.
 ///
@@ -66,5 +70,52 @@ impl Stat {
             Stat::ExecEvents => "exec_events",
             Stat::TlsSocketByThread => "tls_socket_by_thread",
         }
+    }
+}
+
+/// The capture point a counter belongs to: the hook whose record was written, dropped or skipped.
+///
+/// Data records use their [`DataSource`](crate::DataSource) discriminant (1..=11), so a data
+/// record's program is `source as u32`; the two lifecycle tracepoints follow.
+pub const PROGRAM_INET_SOCK_SET_STATE: u32 = 12;
+/// `sched:sched_process_exec`; see [`PROGRAM_INET_SOCK_SET_STATE`].
+pub const PROGRAM_SCHED_PROCESS_EXEC: u32 = 13;
+/// Number of program ids (0 is unused).
+pub const PROGRAM_COUNT: u32 = 14;
+/// Number of entries in the `STATS` map.
+pub const STATS_SLOTS: u32 = PROGRAM_COUNT * STAT_COUNT;
+
+/// Index of `stat` for `program` in the `STATS` map.
+#[inline(always)]
+pub const fn slot(program: u32, stat: Stat) -> u32 {
+    program * STAT_COUNT + stat as u32
+}
+
+/// Stable label of a program id: the syscall or library function (`read`, `SSL_write`) for data
+/// records, the tracepoint name otherwise; `None` for ids no program uses.
+pub fn program_name(program: u32) -> Option<&'static str> {
+    match program {
+        PROGRAM_INET_SOCK_SET_STATE => Some("inet_sock_set_state"),
+        PROGRAM_SCHED_PROCESS_EXEC => Some("sched_process_exec"),
+        other => crate::DataSource::try_from(other).ok().map(|s| s.name()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_slot_is_in_range_and_named_programs_are_distinct() {
+        let mut names = [""; PROGRAM_COUNT as usize];
+        for p in 1..PROGRAM_COUNT {
+            names[p as usize] = program_name(p).expect("every id but 0 is a program");
+            assert!(slot(p, Stat::TlsSocketByThread) < STATS_SLOTS);
+        }
+        for (i, a) in names.iter().enumerate().skip(1) {
+            assert!(!names[i + 1..].contains(a), "{a} twice");
+        }
+        assert_eq!(program_name(0), None);
+        assert_eq!(program_name(PROGRAM_COUNT), None);
     }
 }

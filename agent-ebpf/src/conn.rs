@@ -9,7 +9,7 @@ use agent_common::{
         AF_INET, AF_INET6, CONN_FLAG_OWN, IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV,
         TCP_SYN_SENT,
     },
-    stats::Stat,
+    stats::{Stat, PROGRAM_INET_SOCK_SET_STATE},
     ConnEvent, EventKind,
 };
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
@@ -67,7 +67,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         crate::tls::forget_socket(sk);
     }
     let Some(mut slot) = EVENTS.reserve::<ConnEvent>(0) else {
-        count(Stat::RingbufFull, 1);
+        count(PROGRAM_INET_SOCK_SET_STATE, Stat::RingbufFull, 1);
         return 0;
     };
     let mut ev = ConnEvent {
@@ -108,6 +108,6 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     }
     slot.write(ev);
     slot.submit(wakeup_flags());
-    count(Stat::ConnEvents, 1);
+    count(PROGRAM_INET_SOCK_SET_STATE, Stat::ConnEvents, 1);
     0
 }

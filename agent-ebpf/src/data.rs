@@ -94,7 +94,7 @@ fn enter(ctx: &TracePointContext, source: DataSource, iov_arg: Option<usize>, bu
         _pad: 0,
     };
     if INFLIGHT.insert(&pid_tgid, &entry, 0).is_err() {
-        count(Stat::InflightFull, 1);
+        count(source as u32, Stat::InflightFull, 1);
     }
 }
 
@@ -264,7 +264,7 @@ fn exit(ctx: &TracePointContext, source: DataSource, iov_arg: Option<usize>, buf
         return;
     };
     if tls::on_socket_syscall(pid_tgid, tgid, entry.sk, entry.fd) {
-        count(Stat::TlsCiphertextSkipped, 1);
+        count(source as u32, Stat::TlsCiphertextSkipped, 1);
         return;
     }
     emit::payload(&emit::Payload {

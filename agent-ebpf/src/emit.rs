@@ -63,7 +63,7 @@ pub(crate) struct Payload {
 /// Copies up to `n` user bytes from `src` into the scratch payload at `off`.
 /// Returns the bytes copied (0 on a failed read, counted).
 #[inline(always)]
-fn copy_user(scratch: *mut u8, off: usize, src: u64, n: usize) -> usize {
+fn copy_user(program: u32, scratch: *mut u8, off: usize, src: u64, n: usize) -> usize {
     // Masks make both bounds explicit for the verifier: off < MAX, n <= MAX, and the scratch area
     // holds header + 2 * MAX.
     let off = opaque_mask!(off, MAX_CAPTURE_BYTES - 1);
@@ -83,7 +83,7 @@ fn copy_user(scratch: *mut u8, off: usize, src: u64, n: usize) -> usize {
     if ret == 0 {
         n
     } else {
-        count(Stat::ReadUserFailed, 1);
+        count(program, Stat::ReadUserFailed, 1);
         0
     }
 }
@@ -130,7 +130,7 @@ pub(crate) fn payload(p: &Payload) {
     let mut captured = 0usize;
     if p.buf != 0 && want > 0 {
         if p.iovcnt == 0 {
-            captured = copy_user(scratch, 0, p.buf, want);
+            captured = copy_user(p.source as u32, scratch, 0, p.buf, want);
         } else {
             for i in 0..MAX_IOVECS {
                 if i as u64 >= p.iovcnt || captured >= want {
@@ -139,7 +139,7 @@ pub(crate) fn payload(p: &Payload) {
                 // SAFETY: helper-checked user read of one iovec.
                 let Ok(iov) = (unsafe { bpf_probe_read_user((p.buf as *const Iovec).add(i)) })
                 else {
-                    count(Stat::ReadUserFailed, 1);
+                    count(p.source as u32, Stat::ReadUserFailed, 1);
                     break;
                 };
                 let room = want - captured;
@@ -148,7 +148,7 @@ pub(crate) fn payload(p: &Payload) {
                 } else {
                     room
                 };
-                let got = copy_user(scratch, captured, iov.base, n);
+                let got = copy_user(p.source as u32, scratch, captured, iov.base, n);
                 if got != n {
                     break;
                 }
@@ -188,10 +188,14 @@ pub(crate) fn payload(p: &Payload) {
         )
     };
     if ret == 0 {
-        count(Stat::DataEvents, 1);
-        count(Stat::BytesCaptured, captured as u64);
-        count(Stat::BytesTruncated, p.len - captured as u64);
+        count(p.source as u32, Stat::DataEvents, 1);
+        count(p.source as u32, Stat::BytesCaptured, captured as u64);
+        count(
+            p.source as u32,
+            Stat::BytesTruncated,
+            p.len - captured as u64,
+        );
     } else {
-        count(Stat::RingbufFull, 1);
+        count(p.source as u32, Stat::RingbufFull, 1);
     }
 }

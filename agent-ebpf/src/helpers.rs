@@ -1,14 +1,15 @@
 //! Small helpers shared by the programs: counters and current-task ids.
 
-use agent_common::stats::Stat;
+use agent_common::stats::{slot, Stat};
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 
 use crate::maps::STATS;
 
-/// Adds `n` to a per-CPU counter.
+/// Adds `n` to `program`'s per-CPU counter `stat` (`program`: a `DataSource` discriminant or an
+/// `agent_common::stats::PROGRAM_*` id).
 #[inline(always)]
-pub(crate) fn count(stat: Stat, n: u64) {
-    if let Some(slot) = STATS.get_ptr_mut(stat as u32) {
+pub(crate) fn count(program: u32, stat: Stat, n: u64) {
+    if let Some(slot) = STATS.get_ptr_mut(slot(program, stat)) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
         unsafe { *slot += n };
     }

@@ -6,7 +6,7 @@ use agent_common::{
         DEFAULT_RING_BUF_BYTES, MAX_CAPTURE_BYTES, MAX_INFLIGHT_SYSCALLS, MAX_SELF_SOCKETS,
         MAX_SOCKETS,
     },
-    stats::STAT_COUNT,
+    stats::STATS_SLOTS,
     TracepointLayout,
 };
 use aya_ebpf::{
@@ -43,9 +43,9 @@ pub(crate) struct Inflight {
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BUF_BYTES, 0);
 
-/// Per-CPU counters indexed by `agent_common::stats::Stat`.
+/// Per-CPU counters indexed by `agent_common::stats::slot(program, stat)`.
 #[map]
-pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);
 
 /// In-flight syscalls keyed by `pid_tgid`.
 #[map]

@@ -108,6 +108,11 @@ pub fn ssl_return(ctx: ProbeContext) -> u32 {
             _ => return 0,
         }
     };
+    let source = if call.write != 0 {
+        DataSource::SslWrite
+    } else {
+        DataSource::SslRead
+    };
     let (sk, fd) = if call.sk != 0 {
         (call.sk, call.fd)
     } else {
@@ -128,11 +133,11 @@ pub fn ssl_return(ctx: ProbeContext) -> u32 {
                 Some(last) => {
                     let last = *last;
                     remember(&key, last);
-                    count(Stat::TlsSocketByThread, 1);
+                    count(source as u32, Stat::TlsSocketByThread, 1);
                     (last.sk, last.fd)
                 }
                 None => {
-                    count(Stat::TlsNoSocket, 1);
+                    count(source as u32, Stat::TlsNoSocket, 1);
                     return 0;
                 }
             },
@@ -140,11 +145,7 @@ pub fn ssl_return(ctx: ProbeContext) -> u32 {
     };
     emit::payload(&emit::Payload {
         sk,
-        source: if call.write != 0 {
-            DataSource::SslWrite
-        } else {
-            DataSource::SslRead
-        },
+        source,
         fd,
         buf: call.buf,
         iovcnt: 0,

@@ -212,9 +212,9 @@ pub struct Config {
     pub prometheus_listen: Option<std::net::SocketAddr>,
     /// Configured route patterns.
     pub routes: crate::route::Patterns,
-    /// Span queue per process when `OTEL_BSP_MAX_QUEUE_SIZE` is unset: Sonde's spans come in
-    /// bursts from the kernel, so the SDK's default of 2048 drops under load.
-    pub span_queue_default: Option<usize>,
+    /// Span queue per process: `OTEL_BSP_MAX_QUEUE_SIZE`, or [`DEFAULT_SPAN_QUEUE`] (Sonde's
+    /// spans come in bursts from the kernel, so the SDK's default of 2048 drops under load).
+    pub span_queue: usize,
     /// Alternative eBPF object.
     pub ebpf_object: Option<PathBuf>,
 }
@@ -231,6 +231,20 @@ pub enum ConfigError {
     /// The endpoint is not an http(s) URL.
     #[error("OTLP endpoint `{0}` must start with http:// or https://")]
     Endpoint(String),
+    /// `OTEL_BSP_MAX_QUEUE_SIZE` is not a positive integer.
+    #[error("OTEL_BSP_MAX_QUEUE_SIZE must be a positive integer, got `{0}`")]
+    SpanQueue(String),
+}
+
+/// `OTEL_BSP_MAX_QUEUE_SIZE`, or [`DEFAULT_SPAN_QUEUE`] when unset.
+fn span_queue_from_env() -> Result<usize, ConfigError> {
+    match std::env::var("OTEL_BSP_MAX_QUEUE_SIZE") {
+        Err(_) => Ok(DEFAULT_SPAN_QUEUE),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(ConfigError::SpanQueue(v)),
+        },
+    }
 }
 
 impl Config {
@@ -298,9 +312,7 @@ impl Config {
             host_name: cli.host_name.clone().unwrap_or_else(kernel_hostname),
             tls: !cli.no_tls,
             prometheus_listen: cli.prometheus_listen,
-            span_queue_default: std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE")
-                .is_none()
-                .then_some(DEFAULT_SPAN_QUEUE),
+            span_queue: span_queue_from_env()?,
             routes: crate::route::Patterns::parse(&cli.routes)?,
             ebpf_object: cli.ebpf_object.clone(),
         })

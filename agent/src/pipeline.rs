@@ -98,7 +98,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let exporter = Exporter::new(
         config.export.clone(),
         config.prometheus_listen.is_some(),
-        config.span_queue_default,
+        config.span_queue,
         Router::new(config.routes.clone(), RouteConfig::default()),
         config.host_name.clone(),
         clock,
@@ -130,6 +130,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         capture_to_export,
         stop: stop_rx,
         stats_interval: config.stats_interval,
+        ring_bytes: config.ring_buffer_bytes,
     }));
     let mut exporter = exporter;
     if config.summary_interval.is_some() {
@@ -184,6 +185,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 struct CaptureStats {
     records: u64,
     decode_errors: HashMap<&'static str, u64>,
+    /// Most ring-buffer bytes read in one drain pass since the last publish.
+    pass_bytes_peak: u64,
+}
+
+/// Ring-buffer bytes a record of `len` bytes occupies: an 8-byte header, rounded up to 8
+/// (`kernel/bpf/ringbuf.c`, `BPF_RINGBUF_HDR_SZ`).
+fn ring_footprint(len: usize) -> u64 {
+    (len as u64 + 8).div_ceil(8) * 8
 }
 
 /// Reads every record currently in the ring buffer into the table.
@@ -195,8 +204,10 @@ fn drain(
     out: &mut Vec<Observed>,
 ) {
     let now = Instant::now();
+    let mut pass_bytes = 0;
     while let Some(item) = ring.next() {
         stats.records += 1;
+        pass_bytes += ring_footprint(item.len());
         match ringbuf::decode(&item) {
             Ok(Record::Data(d)) => table.on_data(&d, now, out),
             Ok(Record::Conn(c)) => table.on_conn_event(&c, now, out),
@@ -207,6 +218,7 @@ fn drain(
             Err(e) => *stats.decode_errors.entry(e.reason()).or_default() += 1,
         }
     }
+    stats.pass_bytes_peak = stats.pass_bytes_peak.max(pass_bytes);
 }
 
 /// What the capture task owns and talks to.
@@ -227,6 +239,8 @@ struct Capture {
     stop: watch::Receiver<bool>,
     /// Period of the stats log line.
     stats_interval: Option<Duration>,
+    /// Size of the ring buffer, bytes.
+    ring_bytes: u32,
 }
 
 async fn capture_task(c: Capture) {
@@ -239,6 +253,7 @@ async fn capture_task(c: Capture) {
         capture_to_export,
         mut stop,
         stats_interval,
+        ring_bytes,
     } = c;
     let mut stats = CaptureStats::default();
     let mut maintenance = tokio::time::interval(MAINTENANCE_PERIOD);
@@ -263,7 +278,7 @@ async fn capture_task(c: Capture) {
             _ = maintenance.tick() => {
                 let now = Instant::now();
                 table.gc(now);
-                publish(&snapshots, &kernel_stats, &table, &stats, &capture_to_export);
+                publish(&snapshots, &kernel_stats, &table, &mut stats, &capture_to_export, ring_bytes);
                 if stats_interval.is_some_and(|i| now.duration_since(last_stats_log) >= i) {
                     last_stats_log = now;
                     log_stats(&kernel_stats, &table, &stats);
@@ -275,7 +290,7 @@ async fn capture_task(c: Capture) {
                     let _ = capture_to_export.send(out).await;
                 }
                 log_stats(&kernel_stats, &table, &stats);
-                publish(&snapshots, &kernel_stats, &table, &stats, &capture_to_export);
+                publish(&snapshots, &kernel_stats, &table, &mut stats, &capture_to_export, ring_bytes);
                 break;
             }
         }
@@ -290,10 +305,14 @@ fn publish(
     snapshots: &watch::Sender<Snapshot>,
     kernel_stats: &KernelStats,
     table: &ConnTable,
-    stats: &CaptureStats,
+    stats: &mut CaptureStats,
     capture_to_export: &mpsc::Sender<Vec<Observed>>,
+    ring_bytes: u32,
 ) {
+    let ring_utilization =
+        std::mem::take(&mut stats.pass_bytes_peak) as f64 / f64::from(ring_bytes);
     let _ = snapshots.send(Snapshot {
+        ring_utilization: ring_utilization.min(1.0),
         capture_to_export_depth: (capture_to_export.max_capacity() - capture_to_export.capacity())
             as u64,
         kernel: kernel_stats.read_stats().unwrap_or_default(),
@@ -311,9 +330,13 @@ fn publish(
 fn log_stats(kernel_stats: &KernelStats, table: &ConnTable, stats: &CaptureStats) {
     let kernel = kernel_stats
         .read_stats()
-        .map(|v| {
-            v.iter()
-                .map(|(s, n)| format!("{}={n}", s.name()))
+        .map(|counts| {
+            agent_common::stats::Stat::ALL
+                .iter()
+                .map(|&s| {
+                    let n: u64 = counts.iter().filter(|c| c.stat == s).map(|c| c.value).sum();
+                    format!("{}={n}", s.name())
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         })

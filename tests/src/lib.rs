@@ -140,14 +140,26 @@ pub fn wait_for_positive_series(
     timeout: Duration,
 ) -> Option<u64> {
     poll(timeout, || {
-        let out = std::process::Command::new("curl")
-            .args(["-s", &format!("http://{listen}/metrics")])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find(|l| l.starts_with(&format!("{metric}{{")) && l.contains(label))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .filter(|n| *n > 0)
+        scrape_series(listen, metric, label).filter(|n| *n > 0)
     })
+}
+
+/// The exposition at `http://<listen>/metrics`, or `None` if the scrape failed.
+pub fn scrape(listen: &str) -> Option<String> {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", &format!("http://{listen}/metrics")])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Scrapes `http://<listen>/metrics` once: the value of the first series named `metric` with the
+/// label `label` (`outcome="dropped"`), or `None` if it is absent or the scrape failed.
+pub fn scrape_series(listen: &str, metric: &str, label: &str) -> Option<u64> {
+    scrape(listen)?
+        .lines()
+        .find(|l| l.starts_with(&format!("{metric}{{")) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
 }

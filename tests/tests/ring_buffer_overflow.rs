@@ -85,6 +85,33 @@ fn tiny_ring_buffer_drops_records_without_hurting_the_application() {
         dropped.is_some(),
         "sonde_kernel_dropped_total{{reason=\"ringbuf_full\"}} never went above 0"
     );
+    // …per capture point: the flood's records come from the read/write family of syscalls.
+    let by_program = agent_tests::wait_for_positive_series(
+        &listen,
+        "sonde_kernel_dropped_total",
+        "reason=\"ringbuf_full\"",
+        std::time::Duration::from_secs(1),
+    )
+    .and_then(|_| {
+        let exposition = agent_tests::scrape(&listen)?;
+        Some(
+            exposition
+                .lines()
+                .filter(|l| {
+                    l.starts_with("sonde_kernel_dropped_total{") && l.contains("ringbuf_full")
+                })
+                .filter_map(|l| Some(l.split("program=\"").nth(1)?.split('"').next()?.to_owned()))
+                .collect::<Vec<_>>(),
+        )
+    })
+    .unwrap_or_default();
+    assert!(
+        by_program.iter().any(|p| matches!(
+            p.as_str(),
+            "read" | "write" | "recvfrom" | "sendto" | "readv" | "writev" | "recvmsg" | "sendmsg"
+        )),
+        "ring-buffer drops not attributed to a syscall program: {by_program:?}"
+    );
 
     // (c) A clean exit after SIGTERM, even after losing records.
     let status = w.agent.stop();

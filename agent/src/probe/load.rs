@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
-use agent_common::{names, stats::Stat};
+use agent_common::{
+    names,
+    stats::{self, Stat},
+};
 use aya::{
     maps::{MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, TracePoint, UProbe},
@@ -119,16 +122,40 @@ pub struct KernelStats {
     stats: PerCpuArray<MapData, u64>,
 }
 
+/// One kernel counter of one program, summed over CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelCount {
+    /// The capture point ([`stats::program_name`]): `read`, `SSL_write`, `inet_sock_set_state`…
+    pub program: &'static str,
+    /// What is counted.
+    pub stat: Stat,
+    /// Cumulative value since load (records, or bytes for the byte counters).
+    pub value: u64,
+}
+
 impl KernelStats {
-    /// Sums the per-CPU kernel counters: `(stat, value)` in [`Stat::ALL`] order.
+    /// Sums the per-CPU kernel counters; only non-zero ones, by program then [`Stat::ALL`] order.
     ///
     /// # Errors
     /// [`MapError`] when the map cannot be read.
-    pub fn read_stats(&self) -> Result<Vec<(Stat, u64)>, MapError> {
-        Stat::ALL
-            .iter()
-            .map(|&s| Ok((s, self.stats.get(&(s as u32), 0)?.iter().sum())))
-            .collect()
+    pub fn read_stats(&self) -> Result<Vec<KernelCount>, MapError> {
+        let mut out = Vec::new();
+        for program in 1..stats::PROGRAM_COUNT {
+            let Some(name) = stats::program_name(program) else {
+                continue;
+            };
+            for stat in Stat::ALL {
+                let value: u64 = self.stats.get(&stats::slot(program, stat), 0)?.iter().sum();
+                if value > 0 {
+                    out.push(KernelCount {
+                        program: name,
+                        stat,
+                        value,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

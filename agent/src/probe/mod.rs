@@ -10,7 +10,7 @@ pub mod tls_attach;
 pub mod tls_targets;
 mod tracefs;
 
-pub use load::{load, KernelStats, LoadError, LoadParams, Probes};
+pub use load::{load, KernelCount, KernelStats, LoadError, LoadParams, Probes};
 
 /// Whether the agent can run without a hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,8 +22,8 @@ use opentelemetry_sdk::{
     metrics::{periodic_reader_with_async_runtime::PeriodicReader, SdkMeterProvider},
     runtime,
     trace::{
-        span_processor_with_async_runtime::BatchSpanProcessor, BatchConfig, BatchConfigBuilder,
-        SdkTracer, SdkTracerProvider,
+        span_processor_with_async_runtime::BatchSpanProcessor, BatchConfigBuilder, SdkTracer,
+        SdkTracerProvider,
     },
     Resource,
 };
@@ -36,6 +36,7 @@ use super::{
     prometheus::{self, SharedReader},
     self_telemetry::{self, ExportCounters, Snapshot},
     semconv, span,
+    span_queue::{Bounded, Counting, QueueBound},
     summary::Summary,
 };
 use crate::{
@@ -45,6 +46,11 @@ use crate::{
     exchange::{ExchangeKind, Role},
     route::Router,
 };
+
+/// Room in each batch processor's channel for its control messages (the resource set at build,
+/// a flush, the shutdown) besides the spans [`QueueBound`] admits, so that the channel itself never
+/// refuses a span.
+const CONTROL_MESSAGES: usize = 4;
 
 /// Why the exporter could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -71,44 +77,6 @@ struct Service {
     last_used: Instant,
 }
 
-/// An OTLP span exporter that counts what it delivered and what the collector refused or never
-/// got (after the exporter's own retries), for the self-telemetry.
-#[derive(Debug)]
-struct Counting<E> {
-    inner: E,
-    counters: Arc<ExportCounters>,
-}
-
-impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
-    for Counting<E>
-{
-    async fn export(
-        &self,
-        batch: Vec<opentelemetry_sdk::trace::SpanData>,
-    ) -> opentelemetry_sdk::error::OTelSdkResult {
-        let n = batch.len() as u64;
-        let result = self.inner.export(batch).await;
-        let counter = match result {
-            Ok(()) => &self.counters.spans_exported,
-            Err(_) => &self.counters.spans_export_failed,
-        };
-        counter.fetch_add(n, Ordering::Relaxed);
-        result
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
-}
-
 /// A process's meters.
 struct Meters {
     provider: SdkMeterProvider,
@@ -123,8 +91,8 @@ pub struct Exporter {
     channel: Option<tonic::transport::Channel>,
     metrics_channel: Option<tonic::transport::Channel>,
     prometheus: bool,
-    /// Span queue size per process, when not set by `OTEL_BSP_MAX_QUEUE_SIZE`.
-    span_queue: Option<usize>,
+    /// Span queue size per process (`OTEL_BSP_MAX_QUEUE_SIZE` or Sonde's default).
+    span_queue: usize,
     /// Routes of server exchanges, per process (keyed by tgid).
     router: Router,
     host_name: String,
@@ -148,7 +116,7 @@ impl Exporter {
     pub fn new(
         export: Export,
         prometheus: bool,
-        span_queue: Option<usize>,
+        span_queue: usize,
         router: Router,
         host_name: String,
         clock: Clock,
@@ -233,12 +201,23 @@ impl Exporter {
     fn new_service(&self, p: &ProcessInfo) -> Result<Service, ExportError> {
         let resource = self.resource(p);
         let builder = SdkTracerProvider::builder().with_resource(resource.clone());
+        let bound = QueueBound::new(self.span_queue, Arc::clone(&self.counters));
+        let batch_config = BatchConfigBuilder::default()
+            .with_max_queue_size(self.span_queue + CONTROL_MESSAGES)
+            .build();
         let builder = match &self.export {
-            Export::Console => builder.with_span_processor(
-                BatchSpanProcessor::builder(ConsoleExporter::default(), runtime::Tokio)
-                    .with_batch_config(self.batch_config())
-                    .build(),
-            ),
+            Export::Console => builder.with_span_processor(Bounded {
+                inner: BatchSpanProcessor::builder(
+                    Counting {
+                        inner: ConsoleExporter::default(),
+                        bound: Arc::clone(&bound),
+                    },
+                    runtime::Tokio,
+                )
+                .with_batch_config(batch_config)
+                .build(),
+                bound,
+            }),
             Export::Otlp {
                 endpoint,
                 protocol,
@@ -263,13 +242,14 @@ impl Exporter {
                 .map_err(ExportError::Build)?;
                 let exporter = Counting {
                     inner: exporter,
-                    counters: Arc::clone(&self.counters),
+                    bound: Arc::clone(&bound),
                 };
-                builder.with_span_processor(
-                    BatchSpanProcessor::builder(exporter, runtime::Tokio)
-                        .with_batch_config(self.batch_config())
+                builder.with_span_processor(Bounded {
+                    inner: BatchSpanProcessor::builder(exporter, runtime::Tokio)
+                        .with_batch_config(batch_config)
                         .build(),
-                )
+                    bound,
+                })
             }
         };
         let provider = builder.build();
@@ -331,15 +311,6 @@ impl Exporter {
             instruments,
             scrape: scrape.map(|r| (resource, r)),
         }))
-    }
-
-    /// The SDK's batch settings (from `OTEL_BSP_*`), with Sonde's larger default queue.
-    fn batch_config(&self) -> BatchConfig {
-        let builder = BatchConfigBuilder::default();
-        match self.span_queue {
-            Some(n) => builder.with_max_queue_size(n).build(),
-            None => builder.build(),
-        }
     }
 
     /// The Prometheus exposition of every live process's metrics.

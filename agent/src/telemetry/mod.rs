@@ -8,6 +8,7 @@
 //! - [`self_telemetry`]: the agent's own counters, on the same pipes.
 //! - [`summary`]: the console's periodic RED table.
 //! - [`console`]: the one-line-per-span stdout exporter used when no OTLP endpoint is set.
+//! - `span_queue`: the bounded, counted queue in front of each process's batch span processor.
 //! - [`export`]: one SDK tracer provider per observed process (its own `Resource`), OTLP or console.
 
 pub mod clock;
@@ -19,4 +20,5 @@ pub mod scrape;
 pub mod self_telemetry;
 pub mod semconv;
 pub mod span;
+pub(crate) mod span_queue;
 pub mod summary;

@@ -2,22 +2,27 @@
 //! its own resource (`service.name = sonde`): what the kernel side captured and dropped, what the
 //! connection table and parsers did, what was exported.
 //!
+//! `program` is the capture point a kernel counter belongs to: the syscall or TLS function of a
+//! data record (`read`, `sendfile64`, `SSL_write`), or `inet_sock_set_state` /
+//! `sched_process_exec`. Only counters that are non-zero are reported.
+//!
 //! Input: a [`Snapshot`] of cumulative counters, published by the capture task on a `watch`
 //! channel (latest value wins), plus the exporter's own counters. Output: observable instruments
 //! read at each collection.
 //!
 //! | instrument | kind | attributes |
 //! |---|---|---|
-//! | `sonde.kernel.records` | counter | `kind`: `data`, `conn`, `exec` |
-//! | `sonde.kernel.dropped` | counter | `reason`: `ringbuf_full`, `read_user_failed`, `inflight_full`, `tls_no_socket` |
-//! | `sonde.kernel.bytes` (`By`) | counter | `kind`: `captured`, `truncated` |
-//! | `sonde.kernel.tls` | counter | `event`: `ciphertext_skipped`, `socket_by_thread` |
+//! | `sonde.kernel.records` | counter | `kind`: `data`, `conn`, `exec`; `program` |
+//! | `sonde.kernel.dropped` | counter | `reason`: `ringbuf_full`, `read_user_failed`, `inflight_full`, `tls_no_socket`; `program` |
+//! | `sonde.kernel.bytes` (`By`) | counter | `kind`: `captured`, `truncated`; `program` |
+//! | `sonde.kernel.tls` | counter | `event`: `ciphertext_skipped`, `socket_by_thread`; `program` |
+//! | `sonde.ringbuf.utilization` (`1`) | gauge | — |
 //! | `sonde.conn.events` | counter | `event`: `opened`, `filtered`, `not_http`, `seq_gap`, … |
 //! | `sonde.parse.errors` | counter | `protocol`, `reason` |
 //! | `sonde.decode.errors` | counter | `reason` |
 //! | `sonde.connections` | gauge | — |
 //! | `sonde.queue.depth` | gauge | `queue`: `capture_to_export` |
-//! | `sonde.spans` | counter | `outcome`: `recorded`, `failed` (before the SDK), `exported`, `export_failed` (OTLP, after retries) |
+//! | `sonde.spans` | counter | `outcome`: `recorded`, `failed` (before the SDK), `dropped` (export queue full), `exported`, `export_failed` (after retries, or timed out) |
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -25,14 +30,19 @@ use std::sync::{
 };
 
 use agent_common::stats::Stat;
+
+use crate::probe::KernelCount;
 use opentelemetry::{metrics::Meter, KeyValue};
 use tokio::sync::watch;
 
 /// Cumulative counters published by the capture task.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// Kernel counters (`STATS` map), summed over CPUs.
-    pub kernel: Vec<(Stat, u64)>,
+    /// Kernel counters (`STATS` map) per program, summed over CPUs; non-zero ones only.
+    pub kernel: Vec<KernelCount>,
+    /// Peak ring-buffer fill over the last publish period, as a fraction of its size: the most
+    /// bytes one drain pass read (it includes records written during the pass, so it errs high).
+    pub ring_utilization: f64,
     /// Connection-table and parser counters by name (`conn_opened`, `hole_in_head`, …).
     pub conn: Vec<(&'static str, u64)>,
     /// Ring-buffer records that could not be decoded, by reason.
@@ -50,10 +60,13 @@ pub struct ExportCounters {
     pub spans_recorded: AtomicU64,
     /// Spans dropped because their process's exporter could not be built.
     pub spans_failed: AtomicU64,
-    /// Spans the OTLP collector accepted.
+    /// Spans the OTLP collector (or the console) accepted.
     pub spans_exported: AtomicU64,
-    /// Spans in batches the OTLP export failed for, after retries (dead or refusing collector).
+    /// Spans in batches the OTLP export failed for, after retries (dead or refusing collector),
+    /// or that timed out.
     pub spans_export_failed: AtomicU64,
+    /// Sampled spans dropped because their process's export queue was full.
+    pub spans_dropped: AtomicU64,
 }
 
 /// Where a connection-table counter goes: `sonde.conn.events{event}` for the table's own,
@@ -71,9 +84,15 @@ pub fn register(meter: &Meter, snapshots: watch::Receiver<Snapshot>, export: Arc
     let kernel = |attr: &'static str, pick: fn(Stat) -> Option<&'static str>| {
         let rx = snapshots.clone();
         move |observer: &dyn opentelemetry::metrics::AsyncInstrument<u64>| {
-            for (stat, value) in &rx.borrow().kernel {
-                if let Some(label) = pick(*stat) {
-                    observer.observe(*value, &[KeyValue::new(attr, label)]);
+            for c in &rx.borrow().kernel {
+                if let Some(label) = pick(c.stat) {
+                    observer.observe(
+                        c.value,
+                        &[
+                            KeyValue::new(attr, label),
+                            KeyValue::new("program", c.program),
+                        ],
+                    );
                 }
             }
         }
@@ -169,6 +188,15 @@ pub fn register(meter: &Meter, snapshots: watch::Receiver<Snapshot>, export: Arc
             );
         })
         .build();
+    let rx = snapshots.clone();
+    meter
+        .f64_observable_gauge("sonde.ringbuf.utilization")
+        .with_unit("1")
+        .with_description(
+            "Peak fill of the kernel ring buffer over the last 5 s, as a fraction of its size.",
+        )
+        .with_callback(move |o| o.observe(rx.borrow().ring_utilization, &[]))
+        .build();
     let rx = snapshots;
     meter
         .u64_observable_gauge("sonde.connections")
@@ -194,6 +222,10 @@ pub fn register(meter: &Meter, snapshots: watch::Receiver<Snapshot>, export: Arc
             o.observe(
                 export.spans_export_failed.load(Ordering::Relaxed),
                 &[KeyValue::new("outcome", "export_failed")],
+            );
+            o.observe(
+                export.spans_dropped.load(Ordering::Relaxed),
+                &[KeyValue::new("outcome", "dropped")],
             );
         })
         .build();
