@@ -10,8 +10,9 @@
 //! Kernel prototypes (checked on 6.18): `sock_send_length`/`sock_recv_length` (since 6.3) fire in
 //! `sock_sendmsg_nosec`/`sock_recvmsg_nosec`, which every hooked syscall reaches for a socket.
 //! Other fds (files, pipes) never get an `sk`, so they are dropped at exit without a record.
-//! Why tracepoints: this path needs neither kprobes nor BTF trampolines, so it loads everywhere
-//! from 6.3; the kprobe/fentry variants (issue 5) will feed the same records.
+//! That is the `tracepoint` capture mode: it needs neither kprobes nor BTF trampolines. Where the
+//! kernel allows them, the `fentry` and `kprobe` modes give the same `sk` from the kernel's TCP
+//! functions instead ([`crate::tcp`]); the records are identical.
 
 use agent_common::{
     event::{AF_INET, AF_INET6, IPPROTO_TCP, MSG_PEEK},
@@ -59,6 +60,15 @@ fn arg(ctx: &TracePointContext, i: usize) -> u64 {
 fn enter(ctx: &TracePointContext, source: DataSource, iov_arg: Option<usize>, buf_is_msghdr: bool) {
     let (pid_tgid, tgid, _) = current_ids();
     if tgid == self_tgid() {
+        return;
+    }
+    // Peeked bytes are read again by a later call: the peek is not captured.
+    let flags_arg = match source {
+        DataSource::Recvfrom => Some(3),
+        DataSource::Recvmsg => Some(2),
+        _ => None,
+    };
+    if flags_arg.is_some_and(|i| arg(ctx, i) as i32 & MSG_PEEK != 0) {
         return;
     }
     let fd = arg(ctx, 0) as i32;
@@ -146,7 +156,20 @@ fn mark_socket(ctx: &TracePointContext, dir: Direction) {
     if dir == Direction::Ingress && flags & MSG_PEEK != 0 {
         return; // peeked bytes are read again by a later call
     }
+    on_socket(pid_tgid, tgid, sk, dir, true);
+}
+
+/// The current thread (`pid_tgid`, `tgid`) is moving bytes in direction `dir` on TCP socket `sk`:
+/// ties its in-flight syscall to `sk`. Called by every capture mode's socket hook, at or before
+/// the end of the socket call (`sock:sock_{send,recv}_length`, or kprobe/fentry on the kernel's
+/// TCP functions, see [`crate::tcp`]). `at_end`: the hook fires once the bytes are moved, so a
+/// syscall that began before the programs were attached can still be recovered at its exit.
+#[inline(always)]
+pub(crate) fn on_socket(pid_tgid: u64, tgid: u32, sk: u64, dir: Direction, at_end: bool) {
     let Some(entry) = INFLIGHT.get_ptr_mut(&pid_tgid) else {
+        if !at_end {
+            return;
+        }
         // No `sys_enter_*` was seen: the syscall began before the programs were attached (an
         // idle keep-alive server blocked in `read`). Its exit recovers the arguments.
         if tgid != self_tgid() {

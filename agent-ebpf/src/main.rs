@@ -1,8 +1,10 @@
-//! Sonde's eBPF programs (aya-ebpf). Tracepoints and uprobes only, so they load on kernels without
-//! kprobes or BPF trampolines; every record goes to the `EVENTS` ring buffer (layouts in
-//! `agent-common`).
+//! Sonde's eBPF programs (aya-ebpf). Every record goes to the `EVENTS` ring buffer (layouts in
+//! `agent-common`). Userspace loads one capture mode for the socket identity (fentry, kprobe or
+//! tracepoint: whichever the kernel allows first) and the rest in every mode.
 //!
-//! - [`data`]: payload of read/write-family syscalls on IPv4/IPv6 TCP sockets.
+//! - [`data`]: payload of read/write-family syscalls on IPv4/IPv6 TCP sockets (and the
+//!   `tracepoint` mode's socket hooks).
+//! - [`tcp`]: the `fentry` and `kprobe` modes' socket hooks on the kernel's TCP functions.
 //! - [`conn`]: TCP connection lifecycle from `sock:inet_sock_set_state`.
 //! - [`tls`]: TLS plaintext from uprobes on OpenSSL/BoringSSL.
 //! - [`exec`]: process exec notifications (new images may map TLS libraries).
@@ -20,6 +22,7 @@ mod emit;
 mod exec;
 mod helpers;
 mod maps;
+mod tcp;
 mod tls;
 
 #[cfg(not(test))]

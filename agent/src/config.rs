@@ -111,6 +111,24 @@ pub struct Cli {
     #[arg(long)]
     pub no_tls: bool,
 
+    /// How syscalls are tied to their TCP socket. By default each mode is tried, best first
+    /// (fentry, then kprobe, then tracepoint), and the first the kernel accepts is used; the log
+    /// says which, and why the better ones were refused. Naming one forces it (startup fails if
+    /// the kernel refuses it).
+    #[arg(
+        long,
+        env = "SONDE_CAPTURE",
+        value_name = "MODE",
+        default_value = "auto"
+    )]
+    pub capture: CaptureChoice,
+
+    /// Print what this kernel and this process allow (BTF, ring buffer, kprobes, fentry,
+    /// tracepoints, uprobes, lockdown, capabilities) and the capture mode that would be used,
+    /// then exit: 0 if Sonde can run here, 1 otherwise. Starts no pipeline.
+    #[arg(long)]
+    pub check: bool,
+
     /// With spans on stdout (no OTLP endpoint), print a RED table (rate, error %, p50/p99 per
     /// service and route) every this many seconds; 0 disables.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
@@ -127,6 +145,32 @@ pub struct Cli {
     /// eBPF object to load instead of the one built into the binary (development).
     #[arg(long, value_name = "PATH", hide = true)]
     pub ebpf_object: Option<PathBuf>,
+}
+
+/// `--capture`: `auto` or one forced [`CaptureMode`](crate::probe::capture::CaptureMode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CaptureChoice {
+    /// Try fentry, kprobe, tracepoint in that order.
+    Auto,
+    /// fentry only.
+    Fentry,
+    /// kprobe only.
+    Kprobe,
+    /// tracepoint only.
+    Tracepoint,
+}
+
+impl CaptureChoice {
+    /// The forced mode, `None` for `auto`.
+    pub fn forced(self) -> Option<crate::probe::capture::CaptureMode> {
+        use crate::probe::capture::CaptureMode;
+        match self {
+            Self::Auto => None,
+            Self::Fentry => Some(CaptureMode::Fentry),
+            Self::Kprobe => Some(CaptureMode::Kprobe),
+            Self::Tracepoint => Some(CaptureMode::Tracepoint),
+        }
+    }
 }
 
 /// OTLP transport, named as in `OTEL_EXPORTER_OTLP_PROTOCOL`.
@@ -208,6 +252,8 @@ pub struct Config {
     pub host_name: String,
     /// Attach TLS library uprobes.
     pub tls: bool,
+    /// Forced capture mode (`None`: try them all).
+    pub capture: Option<crate::probe::capture::CaptureMode>,
     /// Address of the Prometheus scrape endpoint.
     pub prometheus_listen: Option<std::net::SocketAddr>,
     /// Configured route patterns.
@@ -311,6 +357,7 @@ impl Config {
                 .then(|| Duration::from_secs(cli.stats_interval_secs)),
             host_name: cli.host_name.clone().unwrap_or_else(kernel_hostname),
             tls: !cli.no_tls,
+            capture: cli.capture.forced(),
             prometheus_listen: cli.prometheus_listen,
             span_queue: span_queue_from_env()?,
             routes: crate::route::Patterns::parse(&cli.routes)?,

@@ -29,6 +29,14 @@ fn run() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = agent::config::Config::from_cli(&cli)?;
+    if cli.check {
+        let (report, usable) = agent::probe::check::report(&agent::pipeline::load_params(&config));
+        print!("{report}");
+        if !usable {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sonde")

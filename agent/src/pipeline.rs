@@ -75,19 +75,25 @@ const DRAIN_PERIOD: Duration = Duration::from_millis(50);
 /// Period of table maintenance (idle connections, stats).
 const MAINTENANCE_PERIOD: Duration = Duration::from_secs(5);
 
+/// What the probes are loaded with, from the configuration.
+pub fn load_params(config: &Config) -> LoadParams {
+    LoadParams {
+        self_tgid: std::process::id(),
+        capture_bytes: config.capture_bytes,
+        ring_buffer_bytes: config.ring_buffer_bytes,
+        object: config.ebpf_object.clone(),
+        tls: config.tls,
+        capture: config.capture,
+    }
+}
+
 /// Runs the agent until `shutdown` resolves.
 ///
 /// # Errors
 /// [`RunError`] when the probes or the exporter cannot be set up.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let clock = Clock::sample();
-    let probes = probe::load(&LoadParams {
-        self_tgid: std::process::id(),
-        capture_bytes: config.capture_bytes,
-        ring_buffer_bytes: config.ring_buffer_bytes,
-        object: config.ebpf_object.clone(),
-        tls: config.tls,
-    })?;
+    let probes = probe::load(&load_params(&config))?;
     let (programs, events, kernel_stats, tls_loaded) = probes.split();
     // TLS libraries already mapped are attached before reporting ready; later ones by the thread.
     let mut attacher = TlsAttacher::new(programs, tls_loaded);

@@ -104,7 +104,10 @@ impl Agent {
             proc.try_status().map(|_| false)
         });
         match ready {
-            Some(true) => Self { proc },
+            Some(true) => {
+                check_capture_mode(&proc.stderr());
+                Self { proc }
+            }
             Some(false) => panic!(
                 "the agent exited ({:?}) before logging `{READY_MARKER}`",
                 proc.try_status()
@@ -143,4 +146,18 @@ impl Agent {
     pub fn logs(&self) -> String {
         self.proc.logs()
     }
+}
+
+/// With `SONDE_EXPECT_CAPTURE=<mode>` (set by `cargo xtask test --vm`, together with
+/// `SONDE_CAPTURE`, which the agent inherits), the agent must have logged that it captures in
+/// that mode: the same test then proves each mode's spans, not just whichever mode ran.
+fn check_capture_mode(stderr: &str) {
+    let Ok(want) = env::var("SONDE_EXPECT_CAPTURE") else {
+        return;
+    };
+    let marker = format!("capture mode: {want} ");
+    assert!(
+        stderr.contains(&marker),
+        "SONDE_EXPECT_CAPTURE={want}, but the agent did not log `{marker}`:\n{stderr}"
+    );
 }

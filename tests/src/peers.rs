@@ -245,7 +245,17 @@ pub fn nginx_index(dir: &TempDir) -> Vec<u8> {
     fs::read(dir.join("nginx/www/index.html")).expect("read nginx's index.html")
 }
 
+/// Starts nginx like [`nginx`] (same `www/index.html`), from the template `peers/<template>`, which
+/// uses the placeholders `@DIR@` and `@PORT@` of `peers/nginx.conf`.
+pub fn nginx_from_template(dir: &TempDir, template: &str) -> Server {
+    nginx_from(dir, template, None)
+}
+
 fn nginx_with(dir: &TempDir, tls: Option<&TlsFiles>) -> Server {
+    nginx_from(dir, "nginx.conf", tls)
+}
+
+fn nginx_from(dir: &TempDir, template: &str, tls: Option<&TlsFiles>) -> Server {
     let port = free_port();
     let root = dir.join("nginx");
     fs::create_dir_all(root.join("www")).expect("create the nginx www dir");
@@ -253,8 +263,8 @@ fn nginx_with(dir: &TempDir, tls: Option<&TlsFiles>) -> Server {
         .map(|i| if i % 64 == 63 { '\n' } else { 'x' })
         .collect();
     fs::write(root.join("www/index.html"), index).expect("write index.html");
-    let template =
-        fs::read_to_string(peers_dir().join("nginx.conf")).expect("read peers/nginx.conf");
+    let template = fs::read_to_string(peers_dir().join(template))
+        .unwrap_or_else(|e| panic!("read peers/{template}: {e}"));
     let conf = template
         .replace("@DIR@", &root.to_string_lossy())
         .replace("@PORT@", &port.to_string())
@@ -542,6 +552,22 @@ impl StdinClient {
             wall: self.started.elapsed(),
             transfers: std::mem::take(&mut self.transfers),
         }
+    }
+}
+
+/// Runs `peers/oracle_client.py PORT REQUEST...`: Python `http.client`, one keep-alive connection
+/// (reopened after the server closes it), one request per `METHOD,PATH,BODY_BYTES,SPLIT_MS` spec, in
+/// order (see the script for the split-head mode).
+pub fn python_oracle_client(port: u16, requests: &[String]) -> ClientRun {
+    let mut cmd = Command::new(python());
+    cmd.arg(peers_dir().join("oracle_client.py"))
+        .arg(port.to_string())
+        .args(requests);
+    let (pid, out, wall) = run_to_completion("oracle_client.py", &mut cmd, CLIENT_TIMEOUT);
+    ClientRun {
+        pid,
+        wall,
+        transfers: parse_transfers("oracle_client.py", &out),
     }
 }
 

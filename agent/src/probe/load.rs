@@ -1,5 +1,6 @@
-//! Loads the eBPF object, sizes its maps, patches its globals, attaches every [`HOOKS`] entry and
-//! holds the links for as long as [`Probes`] lives (dropping it detaches everything).
+//! Loads the eBPF object, sizes its maps, patches its globals, attaches the capture mode's socket
+//! hooks (see [`capture`]) and every [`HOOKS`] entry, and holds the links for as long as
+//! [`Probes`] lives (dropping it detaches everything).
 
 use std::path::PathBuf;
 
@@ -9,11 +10,14 @@ use agent_common::{
 };
 use aya::{
     maps::{MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint, UProbe},
-    Ebpf, EbpfError, EbpfLoader,
+    programs::{TracePoint, UProbe},
+    Btf, Ebpf, EbpfError, EbpfLoader,
 };
 
-use super::{tracefs, Need, HOOKS};
+use super::{
+    capture::{self, CaptureMode, Chosen, Refusal},
+    tracefs, Need, HOOKS,
+};
 
 /// The eBPF object built by `agent/build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -82,7 +86,7 @@ pub enum LoadError {
         source: MapError,
     },
     /// A required program failed to load or attach.
-    #[error("cannot attach `{program}` to tracepoint `{category}:{name}`")]
+    #[error("cannot attach `{program}` to tracepoint `{category}:{name}`: {reason} (`--log debug` shows the verifier log)")]
     Attach {
         /// Program name.
         program: &'static str,
@@ -90,10 +94,21 @@ pub enum LoadError {
         category: &'static str,
         /// Tracepoint name.
         name: &'static str,
-        /// Cause (the verifier log is in its `Debug` form; run with `--log debug` to see it).
-        #[source]
-        source: Box<ProgramError>,
+        /// The kernel's answer, without the verifier log.
+        reason: String,
     },
+    /// No capture mode could tie syscalls to sockets on this kernel.
+    #[error("no capture mode works on this kernel: {}. Run `sonde --check` for a capability report", describe_refusals(.0))]
+    NoCaptureMode(Vec<Refusal>),
+}
+
+/// `fentry (tcp_sendmsg: …); kprobe (…)`.
+pub fn describe_refusals(refusals: &[Refusal]) -> String {
+    refusals
+        .iter()
+        .map(|r| format!("{} refused ({})", r.mode, r.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Loaded, attached programs and the maps userspace reads.
@@ -106,12 +121,20 @@ pub struct Probes {
     stats: KernelStats,
     /// Whether the TLS uprobe programs loaded.
     tls_loaded: bool,
+    /// The capture mode attached.
+    capture: CaptureMode,
 }
 
 impl Probes {
     /// Splits into the programs (dropping them detaches everything), the ring buffer and the
     /// kernel counters, so each can have its own owner. The flag tells whether the TLS uprobe
     /// programs are loaded and ready to attach.
+    /// The capture mode in use.
+    pub fn capture_mode(&self) -> CaptureMode {
+        self.capture
+    }
+
+    /// Separates the parts (see [`Probes::split`]'s fields).
     pub fn split(self) -> (Ebpf, RingBuf<MapData>, KernelStats, bool) {
         (self.programs, self.events, self.stats, self.tls_loaded)
     }
@@ -172,11 +195,13 @@ pub struct LoadParams {
     pub object: Option<PathBuf>,
     /// Load the TLS uprobe programs.
     pub tls: bool,
+    /// The forced capture mode, or `None` to try them all, best first.
+    pub capture: Option<CaptureMode>,
 }
 
 /// Loads (does not attach) the TLS uprobe programs; `false`, with the reason logged, when this
 /// kernel refuses them (TLS traffic then stays invisible, everything else works).
-fn load_tls_programs(ebpf: &mut Ebpf) -> bool {
+pub(super) fn load_tls_programs(ebpf: &mut Ebpf) -> bool {
     let programs = super::tls_targets::TLS_FUNCTIONS
         .iter()
         .map(|(_, program)| *program)
@@ -201,11 +226,19 @@ fn load_tls_programs(ebpf: &mut Ebpf) -> bool {
     true
 }
 
-/// Loads and attaches everything in [`HOOKS`], logging each program attached or skipped.
+/// The parsed object with its maps created and globals set, nothing loaded into the kernel yet.
+pub(super) struct Opened {
+    /// The object.
+    pub(super) ebpf: Ebpf,
+    /// Whether the `tracepoint` capture mode's tracepoints exist (`Err(reason)` if not).
+    pub(super) tracepoints: Result<(), String>,
+}
+
+/// Reads the object, mounts tracefs if needed, reads the tracepoint layouts and creates the maps.
 ///
 /// # Errors
-/// [`LoadError`] naming the tracepoint, program or map that failed.
-pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
+/// [`LoadError`] for a missing object, tracefs, tracepoint field or a refused map.
+pub(super) fn open(params: &LoadParams) -> Result<Opened, LoadError> {
     let owned;
     let object: &[u8] = match &params.object {
         Some(path) => {
@@ -221,12 +254,12 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
         return Err(LoadError::NoObject);
     }
     let tracefs = tracefs::ensure_mounted()?;
-    let layout = tracefs::tracepoint_layout(&tracefs)?;
+    let (layout, tracepoints) = tracefs::tracepoint_layout(&tracefs)?;
     raise_memlock_rlimit();
 
     // Wake the reader when an eighth of the ring is waiting; below that it drains on its timer.
     let wakeup_bytes = u64::from(params.ring_buffer_bytes / 8);
-    let mut ebpf = EbpfLoader::new()
+    let ebpf = EbpfLoader::new()
         .override_global(names::GLOBAL_SELF_TGID, &params.self_tgid, true)
         .override_global(names::GLOBAL_CAPTURE_BYTES, &params.capture_bytes, true)
         .override_global(names::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
@@ -234,7 +267,21 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
         .map_max_entries(names::MAP_EVENTS, params.ring_buffer_bytes)
         .load(object)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
+    Ok(Opened { ebpf, tracepoints })
+}
 
+/// Loads and attaches the capture mode and everything in [`HOOKS`], logging each program attached
+/// or skipped.
+///
+/// # Errors
+/// [`LoadError`] naming the tracepoint, program or map that failed, or every capture mode's
+/// refusal.
+pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
+    let Opened {
+        mut ebpf,
+        tracepoints,
+    } = open(params)?;
+    let chosen = attach_capture(&mut ebpf, params.capture, &tracepoints)?;
     let mut attached = 0usize;
     for hook in HOOKS {
         let program = ebpf
@@ -255,9 +302,10 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
                 );
             }
             Err(source) if hook.need == Need::Optional => {
+                tracing::debug!(?source, "attach failure detail");
                 tracing::warn!(
                     program = hook.program,
-                    error = %source,
+                    error = %capture::short_reason(&source),
                     "skipped optional tracepoint {}:{}; its syscall's traffic is not seen",
                     hook.category,
                     hook.name
@@ -269,7 +317,7 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
                     program: hook.program,
                     category: hook.category,
                     name: hook.name,
-                    source: Box::new(source),
+                    reason: capture::short_reason(&source),
                 });
             }
         }
@@ -303,7 +351,51 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
         events,
         stats: KernelStats { stats },
         tls_loaded,
+        capture: chosen.mode,
     })
+}
+
+/// Attaches the first capture mode the kernel accepts among the candidates, and logs the choice
+/// with the reason each better mode was refused.
+fn attach_capture(
+    ebpf: &mut Ebpf,
+    forced: Option<CaptureMode>,
+    tracepoints: &Result<(), String>,
+) -> Result<Chosen, LoadError> {
+    let modes = capture::candidates(forced);
+    let btf = if modes.contains(&CaptureMode::Fentry) {
+        kernel_btf()
+    } else {
+        Err("not needed".to_owned())
+    };
+    let kernel = capture::Kernel {
+        btf: &btf,
+        tracepoints,
+    };
+    let chosen = capture::attach(ebpf, &modes, &kernel).map_err(LoadError::NoCaptureMode)?;
+    for (target, reason) in &chosen.skipped {
+        tracing::warn!(
+            mode = %chosen.mode,
+            "optional hook {target} refused ({reason}); the traffic only it sees is missed"
+        );
+    }
+    tracing::info!(
+        forced = forced.is_some(),
+        "capture mode: {} (hooks: {}){}",
+        chosen.mode,
+        chosen.attached.join(", "),
+        if chosen.refused.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", describe_refusals(&chosen.refused))
+        }
+    );
+    Ok(chosen)
+}
+
+/// The running kernel's BTF, or why it cannot be read.
+pub(super) fn kernel_btf() -> Result<Btf, String> {
+    Btf::from_sys_fs().map_err(|e| format!("/sys/kernel/btf/vmlinux: {e}"))
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use the memory cgroup.

@@ -5,12 +5,14 @@
 //! layouts. TLS uprobes attach per library file, as processes map them: [`tls_targets`] finds the
 //! files and their functions, [`tls_attach`] owns the programs and attaches.
 
+pub mod capture;
+pub mod check;
 mod load;
 pub mod tls_attach;
 pub mod tls_targets;
 mod tracefs;
 
-pub use load::{load, KernelCount, KernelStats, LoadError, LoadParams, Probes};
+pub use load::{describe_refusals, load, KernelCount, KernelStats, LoadError, LoadParams, Probes};
 
 /// Whether the agent can run without a hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,12 +45,10 @@ const fn tp(program: &'static str, category: &'static str, need: Need) -> Hook {
     }
 }
 
-/// Every program of `agent-ebpf` and its tracepoint. The socket-identity tracepoints
-/// (`sock_send_length`/`sock_recv_length`, Linux 6.3+) and the lifecycle one are required: without
-/// them no record can be tied to a TCP connection.
+/// The tracepoint programs of `agent-ebpf` every capture mode uses (the socket hooks are in
+/// [`capture`]). The lifecycle one and the basic read/write family are required: without them no
+/// record can be tied to a TCP connection.
 pub const HOOKS: &[Hook] = &[
-    tp("sock_send_length", "sock", Need::Required),
-    tp("sock_recv_length", "sock", Need::Required),
     tp("inet_sock_set_state", "sock", Need::Required),
     tp("sys_enter_read", "syscalls", Need::Required),
     tp("sys_exit_read", "syscalls", Need::Required),

@@ -106,14 +106,46 @@ fn parse_format(text: &str) -> HashMap<String, u32> {
     out
 }
 
-/// Builds the [`TracepointLayout`] global from this kernel's `sock:*` format files.
+/// Builds the [`TracepointLayout`] global from this kernel's `sock:*` format files, and says
+/// whether the `tracepoint` capture mode is possible: `Err(reason)` when the kernel lacks
+/// `sock:sock_{send,recv}_length` (before Linux 6.3; their offsets are then left at 0 and unused).
 ///
 /// # Errors
-/// [`LoadError::TracepointField`] naming a missing field.
-pub(super) fn tracepoint_layout(tracefs: &Path) -> Result<TracepointLayout, LoadError> {
-    let send = field_offsets(tracefs, "sock", "sock_send_length")?;
-    let recv = field_offsets(tracefs, "sock", "sock_recv_length")?;
+/// [`LoadError::TracepointFormat`] / [`LoadError::TracepointField`] for `inet_sock_set_state`,
+/// which every mode needs.
+pub(super) fn tracepoint_layout(
+    tracefs: &Path,
+) -> Result<(TracepointLayout, Result<(), String>), LoadError> {
     let state = field_offsets(tracefs, "sock", "inet_sock_set_state")?;
+    let len = (
+        field_offsets(tracefs, "sock", "sock_send_length"),
+        field_offsets(tracefs, "sock", "sock_recv_length"),
+    );
+    let (send, recv) = match len {
+        (Ok(send), Ok(recv)) => (send, recv),
+        _ => {
+            let reason = "sock:sock_send_length / sock:sock_recv_length missing (Linux 6.3+)";
+            return Ok((layout(&state, None)?, Err(reason.to_owned())));
+        }
+    };
+    // Both length tracepoints share one event class; check they agree.
+    for f in ["sk", "family", "protocol", "flags"] {
+        let (a, b) = (send.get(f), recv.get(f));
+        if a.is_none() || a != b {
+            let reason = format!(
+                "sock:sock_recv_length field `{f}` is missing or differs from sock_send_length"
+            );
+            return Ok((layout(&state, None)?, Err(reason)));
+        }
+    }
+    Ok((layout(&state, Some(&send))?, Ok(())))
+}
+
+/// The layout from `inet_sock_set_state`'s fields and, when usable, `sock_send_length`'s.
+fn layout(
+    state: &HashMap<String, u32>,
+    send: Option<&HashMap<String, u32>>,
+) -> Result<TracepointLayout, LoadError> {
     let get = |map: &HashMap<String, u32>, tp: &str, field: &str| {
         map.get(field)
             .copied()
@@ -122,32 +154,24 @@ pub(super) fn tracepoint_layout(tracefs: &Path) -> Result<TracepointLayout, Load
                 field: field.to_owned(),
             })
     };
-    // Both length tracepoints share one event class; check they agree.
-    for f in ["sk", "family", "protocol", "flags"] {
-        if get(&send, "sock:sock_send_length", f)? != get(&recv, "sock:sock_recv_length", f)? {
-            return Err(LoadError::TracepointField {
-                tracepoint: "sock:sock_recv_length".to_owned(),
-                field: format!("{f} (offset differs from sock_send_length)"),
-            });
-        }
-    }
+    let len = |field: &str| send.and_then(|m| m.get(field).copied()).unwrap_or(0);
     let s = "sock:inet_sock_set_state";
     Ok(TracepointLayout {
-        len_sk: get(&send, "sock:sock_send_length", "sk")?,
-        len_family: get(&send, "sock:sock_send_length", "family")?,
-        len_protocol: get(&send, "sock:sock_send_length", "protocol")?,
-        len_flags: get(&send, "sock:sock_send_length", "flags")?,
-        state_skaddr: get(&state, s, "skaddr")?,
-        state_oldstate: get(&state, s, "oldstate")?,
-        state_newstate: get(&state, s, "newstate")?,
-        state_sport: get(&state, s, "sport")?,
-        state_dport: get(&state, s, "dport")?,
-        state_family: get(&state, s, "family")?,
-        state_protocol: get(&state, s, "protocol")?,
-        state_saddr: get(&state, s, "saddr")?,
-        state_daddr: get(&state, s, "daddr")?,
-        state_saddr_v6: get(&state, s, "saddr_v6")?,
-        state_daddr_v6: get(&state, s, "daddr_v6")?,
+        len_sk: len("sk"),
+        len_family: len("family"),
+        len_protocol: len("protocol"),
+        len_flags: len("flags"),
+        state_skaddr: get(state, s, "skaddr")?,
+        state_oldstate: get(state, s, "oldstate")?,
+        state_newstate: get(state, s, "newstate")?,
+        state_sport: get(state, s, "sport")?,
+        state_dport: get(state, s, "dport")?,
+        state_family: get(state, s, "family")?,
+        state_protocol: get(state, s, "protocol")?,
+        state_saddr: get(state, s, "saddr")?,
+        state_daddr: get(state, s, "daddr")?,
+        state_saddr_v6: get(state, s, "saddr_v6")?,
+        state_daddr_v6: get(state, s, "daddr_v6")?,
         _pad: 0,
     })
 }
