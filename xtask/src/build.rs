@@ -49,7 +49,7 @@ pub(crate) fn repo_root() -> &'static Path {
 }
 
 /// `$CARGO_TARGET_DIR` (made absolute) or `<repo>/target`.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     match env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
         Some(dir) => repo_root().join(dir),
         None => repo_root().join("target"),

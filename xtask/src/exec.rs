@@ -18,7 +18,8 @@ pub(crate) fn display(cmd: &Command) -> String {
     line
 }
 
-fn quote(arg: &OsStr) -> String {
+/// `arg` quoted for a POSIX shell: as is when it is made of safe characters, else in single quotes.
+pub(crate) fn quote(arg: &OsStr) -> String {
     let arg = arg.to_string_lossy();
     let plain = !arg.is_empty()
         && arg

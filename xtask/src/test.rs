@@ -5,6 +5,7 @@
 //! does. The summary at the end lists every stage, and any failure makes the exit status non-zero.
 
 mod peers;
+mod vm;
 
 use std::{path::Path, process::Command};
 
@@ -21,8 +22,12 @@ use crate::{build, exec, toolchain::Toolchain};
 /// (5) build release `sonde` and run the privileged tests in tests/ (package agent-tests) one at a
 /// time with `SONDE_BIN` set. The e2e tests need root; without it they print `skipping: needs root`.
 ///
+/// (6) the same e2e tests inside a qemu VM booting Debian's 6.1 kernel, once per capture mode
+/// (fentry, then kprobe forced); the host runs the tracepoint mode. `--no-vm` skips it. With
+/// `--vm`, only stage 6 runs.
+///
 /// Examples: `cargo xtask test`, `cargo xtask test --e2e-only http1_nginx`,
-/// `cargo xtask test --unit-only proto::http1`.
+/// `cargo xtask test --unit-only proto::http1`, `cargo xtask test --vm http1_nginx`.
 #[derive(Debug, Args)]
 pub(crate) struct Options {
     /// Skip stage 3 (rustfmt and clippy).
@@ -31,9 +36,14 @@ pub(crate) struct Options {
     /// Run stages 1, 3 and 4 only: no peers, no release build, no e2e tests.
     #[arg(long, conflicts_with = "e2e_only")]
     unit_only: bool,
-    /// Run stages 1, 2 and 5 only: no lint, no unit tests.
+    /// Run stages 1, 2 and 5 (and 6) only: no lint, no unit tests.
     #[arg(long)]
     e2e_only: bool,
+    /// Skip stage 6 (the end-to-end tests inside a VM, about 4 minutes).
+    #[arg(long, conflicts_with = "vm")]
+    no_vm: bool,
+    #[command(flatten)]
+    vm: vm::VmArgs,
     /// Test name filters and other libtest arguments, passed to every `cargo test` run
     /// (e.g. `keep_alive`, or `-- --nocapture`).
     #[arg(
@@ -59,19 +69,22 @@ impl Report {
 }
 
 pub(crate) fn test(opts: &Options) -> Result<()> {
-    section("1/5 toolchains");
+    section("1/6 toolchains");
     let toolchain = crate::toolchain::bootstrap()?;
+    if opts.vm.vm {
+        return vm::test(&toolchain, &opts.vm, &opts.test_args);
+    }
     let run_lint = !opts.skip_lint && !opts.e2e_only;
     let run_unit = !opts.e2e_only;
     let run_e2e = !opts.unit_only;
 
     let mut report = Report { stages: Vec::new() };
     if run_e2e {
-        section("2/5 end-to-end test peers");
+        section("2/6 end-to-end test peers");
         peers::install()?;
     }
     if run_lint {
-        section("3/5 lint: rustfmt");
+        section("3/6 lint: rustfmt");
         report.record(
             "rustfmt",
             exec::run(
@@ -81,7 +94,7 @@ pub(crate) fn test(opts: &Options) -> Result<()> {
                     .args(["fmt", "--all", "--check"]),
             ),
         );
-        section("3/5 lint: clippy");
+        section("3/6 lint: clippy");
         report.record(
             "clippy",
             exec::run(toolchain.cargo().current_dir(build::repo_root()).args([
@@ -97,7 +110,7 @@ pub(crate) fn test(opts: &Options) -> Result<()> {
         );
     }
     if run_unit {
-        section("4/5 unit tests");
+        section("4/6 unit tests");
         let mut cmd = toolchain.cargo();
         cmd.current_dir(build::repo_root())
             .args([
@@ -114,9 +127,16 @@ pub(crate) fn test(opts: &Options) -> Result<()> {
         report.record("unit tests", exec::run(&mut cmd));
     }
     if run_e2e {
-        section("5/5 end-to-end tests (privileged)");
+        section("5/6 end-to-end tests (privileged, this kernel)");
         let bin = build::build_sonde(&toolchain, true)?;
         report.record("end-to-end tests", e2e(&toolchain, &bin, &opts.test_args));
+        if !opts.no_vm {
+            section("6/6 end-to-end tests in a VM (Debian 6.1: fentry, kprobe)");
+            report.record(
+                "VM e2e tests",
+                vm::test(&toolchain, &opts.vm, &opts.test_args),
+            );
+        }
     }
 
     section("summary");

@@ -162,6 +162,14 @@ fn ensure_toolchain(list: &str, pinned: &Pinned, installed: &mut Vec<String>) ->
 
 /// `${XDG_CACHE_HOME:-$HOME/.cache}/sonde/bpf-linker-<version>-<nightly>`.
 fn bpf_linker_dir() -> Result<PathBuf> {
+    Ok(cache_dir()?.join(format!("bpf-linker-{BPF_LINKER_VERSION}-{EBPF_TOOLCHAIN}")))
+}
+
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/sonde`: where xtask keeps what it downloads or builds once.
+///
+/// # Errors
+/// When neither `XDG_CACHE_HOME` nor `HOME` is set.
+pub(crate) fn cache_dir() -> Result<PathBuf> {
     let cache = match env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => {
@@ -169,9 +177,7 @@ fn bpf_linker_dir() -> Result<PathBuf> {
                 .join(".cache")
         }
     };
-    Ok(cache
-        .join("sonde")
-        .join(format!("bpf-linker-{BPF_LINKER_VERSION}-{EBPF_TOOLCHAIN}")))
+    Ok(cache.join("sonde"))
 }
 
 fn ensure_bpf_linker(toolchain: &Toolchain, installed: &mut Vec<String>) -> Result<()> {

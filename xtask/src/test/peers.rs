@@ -9,9 +9,9 @@
 
 use std::process::Command;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use crate::exec;
+use crate::{apt, exec};
 
 const APT_PACKAGES: [&str; 5] = ["nginx", "curl", "bpftool", "openssl", "prometheus"];
 
@@ -40,34 +40,7 @@ pub(super) fn install() -> Result<()> {
 }
 
 fn install_apt(installed: &mut Vec<String>) -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
-        .into_iter()
-        .filter(|pkg| {
-            !exec::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
-                .is_ok_and(|s| s.trim() == "install ok installed")
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "apt packages {} are missing and installing them needs root",
-            missing.join(" ")
-        );
-    }
-    exec::run(
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    exec::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    let missing = apt::install_missing(&APT_PACKAGES)?;
     installed.extend(missing.iter().map(|p| format!("apt {p}")));
     Ok(())
 }
