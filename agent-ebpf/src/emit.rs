@@ -64,14 +64,17 @@ pub(crate) struct Payload {
 /// Returns the bytes copied (0 on a failed read, counted).
 #[inline(always)]
 fn copy_user(program: u32, scratch: *mut u8, off: usize, src: u64, n: usize) -> usize {
-    // Masks make both bounds explicit for the verifier: off < MAX, n <= MAX, and the scratch area
-    // holds header + 2 * MAX.
+    // Masks make both bounds explicit for the verifier: off < MAX, n < 2 * MAX, and the scratch
+    // area holds header + 3 * MAX. The length is masked right before the call: the compiler may
+    // spill the unchecked value before the `min` and pass the reloaded copy, and Linux 6.1's
+    // verifier does not carry the check over to a spilled copy ("R2 min value is negative").
     let off = opaque_mask!(off, MAX_CAPTURE_BYTES - 1);
     let n = if n > MAX_CAPTURE_BYTES {
         MAX_CAPTURE_BYTES
     } else {
         n
     };
+    let n = opaque_mask!(n, 2 * MAX_CAPTURE_BYTES - 1);
     // SAFETY: dst lies within the per-CPU scratch value (see SCRATCH_BYTES); the helper checks src.
     let ret = unsafe {
         read_user_raw(

@@ -126,9 +126,10 @@ pub(crate) static SK_SSL: LruHashMap<u64, SslKey> = LruHashMap::with_max_entries
 #[map]
 pub(crate) static TLS_SOCKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
-/// Scratch space big enough for a header plus twice the capture size (so offset + length bounds
-/// are provable to the verifier with a mask).
-pub(crate) const SCRATCH_BYTES: usize = MAX_DATA_RECORD_BYTES + MAX_CAPTURE_BYTES;
+/// Scratch space big enough for a header plus three times the capture size, so that offset
+/// (masked below `MAX_CAPTURE_BYTES`) + length (masked below `2 * MAX_CAPTURE_BYTES`) bounds are
+/// provable to the verifier with masks alone.
+pub(crate) const SCRATCH_BYTES: usize = MAX_DATA_RECORD_BYTES + 2 * MAX_CAPTURE_BYTES;
 
 /// Per-CPU record assembly area.
 #[map]

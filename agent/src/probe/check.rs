@@ -82,6 +82,18 @@ pub fn report(params: &LoadParams) -> (String, bool) {
                     detail,
                 });
             }
+            let hooks = load::attach_hooks(&mut opened.ebpf);
+            lines.push(Line {
+                item: "syscall + lifecycle tracepoints",
+                ok: Some(hooks.is_ok()),
+                detail: match &hooks {
+                    Ok(n) => format!("{n} of {} attached", super::HOOKS.len()),
+                    Err(e) => e.to_string(),
+                },
+            });
+            if hooks.is_err() {
+                usable = None;
+            }
             let tls = load::load_tls_programs(&mut opened.ebpf);
             lines.push(Line {
                 item: "uprobes (TLS libraries)",

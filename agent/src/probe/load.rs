@@ -282,6 +282,40 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
         tracepoints,
     } = open(params)?;
     let chosen = attach_capture(&mut ebpf, params.capture, &tracepoints)?;
+    attach_hooks(&mut ebpf)?;
+
+    let events = RingBuf::try_from(
+        ebpf.take_map(names::MAP_EVENTS)
+            .ok_or(LoadError::MissingMap(names::MAP_EVENTS))?,
+    )
+    .map_err(|source| LoadError::Map {
+        name: names::MAP_EVENTS,
+        source,
+    })?;
+    let stats = PerCpuArray::try_from(
+        ebpf.take_map(names::MAP_STATS)
+            .ok_or(LoadError::MissingMap(names::MAP_STATS))?,
+    )
+    .map_err(|source| LoadError::Map {
+        name: names::MAP_STATS,
+        source,
+    })?;
+    let tls_loaded = params.tls && load_tls_programs(&mut ebpf);
+    Ok(Probes {
+        programs: ebpf,
+        events,
+        stats: KernelStats { stats },
+        tls_loaded,
+        capture: chosen.mode,
+    })
+}
+
+/// Loads and attaches every [`HOOKS`] tracepoint; an optional one the kernel refuses is skipped
+/// with a warning. Returns how many attached.
+///
+/// # Errors
+/// [`LoadError::Attach`] for a required one, [`LoadError::MissingProgram`].
+pub(super) fn attach_hooks(ebpf: &mut Ebpf) -> Result<usize, LoadError> {
     let mut attached = 0usize;
     for hook in HOOKS {
         let program = ebpf
@@ -328,31 +362,7 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
         "attached tracepoints: {}",
         HOOKS.iter().map(|h| h.name).collect::<Vec<_>>().join(", ")
     );
-
-    let events = RingBuf::try_from(
-        ebpf.take_map(names::MAP_EVENTS)
-            .ok_or(LoadError::MissingMap(names::MAP_EVENTS))?,
-    )
-    .map_err(|source| LoadError::Map {
-        name: names::MAP_EVENTS,
-        source,
-    })?;
-    let stats = PerCpuArray::try_from(
-        ebpf.take_map(names::MAP_STATS)
-            .ok_or(LoadError::MissingMap(names::MAP_STATS))?,
-    )
-    .map_err(|source| LoadError::Map {
-        name: names::MAP_STATS,
-        source,
-    })?;
-    let tls_loaded = params.tls && load_tls_programs(&mut ebpf);
-    Ok(Probes {
-        programs: ebpf,
-        events,
-        stats: KernelStats { stats },
-        tls_loaded,
-        capture: chosen.mode,
-    })
+    Ok(attached)
 }
 
 /// Attaches the first capture mode the kernel accepts among the candidates, and logs the choice
