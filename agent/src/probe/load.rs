@@ -70,6 +70,14 @@ pub enum LoadError {
     /// The object could not be parsed or its maps created.
     #[error("loading the eBPF object failed (are you root? CAP_BPF and CAP_PERFMON are needed)")]
     Object(#[source] Box<EbpfError>),
+    /// The kernel refused to create the ring buffer map.
+    #[error("the kernel refused the BPF ring buffer map `{name}` ({io_error}): BPF_MAP_TYPE_RINGBUF needs Linux 5.8+; nothing can be captured without it")]
+    RingBuffer {
+        /// Map name.
+        name: String,
+        /// The kernel's answer.
+        io_error: std::io::Error,
+    },
     /// A program in [`HOOKS`] is missing from the object.
     #[error("program `{0}` is missing from the eBPF object")]
     MissingProgram(&'static str),
@@ -266,7 +274,14 @@ pub(super) fn open(params: &LoadParams) -> Result<Opened, LoadError> {
         .override_global(names::GLOBAL_TP_LAYOUT, &layout, true)
         .map_max_entries(names::MAP_EVENTS, params.ring_buffer_bytes)
         .load(object)
-        .map_err(|e| LoadError::Object(Box::new(e)))?;
+        .map_err(|e| match e {
+            EbpfError::MapError(MapError::CreateError { name, io_error })
+                if name == names::MAP_EVENTS && io_error.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                LoadError::RingBuffer { name, io_error }
+            }
+            other => LoadError::Object(Box::new(other)),
+        })?;
     Ok(Opened { ebpf, tracepoints })
 }
 
@@ -351,7 +366,7 @@ pub(super) fn attach_hooks(ebpf: &mut Ebpf) -> Result<usize, LoadError> {
                     program: hook.program,
                     category: hook.category,
                     name: hook.name,
-                    reason: capture::short_reason(&source),
+                    reason: format!("{}{}", capture::short_reason(&source), kernel_hint()),
                 });
             }
         }
@@ -401,6 +416,27 @@ fn attach_capture(
         }
     );
     Ok(chosen)
+}
+
+/// What about this kernel may explain a refused program: no BTF (the syscall-exit programs call
+/// `bpf_get_current_task_btf`) or lockdown `confidentiality` (no kernel memory reads). Empty when
+/// neither applies.
+fn kernel_hint() -> String {
+    let mut hint = String::new();
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        hint.push_str(
+            "; this kernel has no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF), which \
+             the syscall-exit programs need",
+        );
+    }
+    let lockdown = std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default();
+    if lockdown.contains("[confidentiality]") {
+        hint.push_str(
+            "; kernel lockdown is `confidentiality`, which forbids eBPF tracing (reading kernel \
+             memory)",
+        );
+    }
+    hint
 }
 
 /// The running kernel's BTF, or why it cannot be read.
