@@ -597,10 +597,11 @@ fn span_build(c: &mut Criterion) {
         .with_reader(ManualReader::builder().build())
         .build();
     let instruments = Instruments::new(&meters.meter(semconv::SCOPE_NAME));
-    group.bench_function("red_metrics/server", |b| {
+    group.bench_function("fields_and_red_metrics/server", |b| {
         b.iter(|| {
             for obs in &server {
-                instruments.record(black_box(&obs.exchange), Some(ROUTE));
+                let fields = span::from_exchange(black_box(&obs.exchange), &clock, Some(ROUTE));
+                instruments.record(&obs.exchange, &fields.attributes);
             }
         });
     });

@@ -347,8 +347,9 @@ impl Exporter {
             }
             (ExchangeKind::Http(_), Role::Client) => None,
         };
+        let fields = span::from_exchange(&obs.exchange, &self.clock, route.as_deref());
         if let Some(m) = &service.metrics {
-            m.instruments.record(&obs.exchange, route.as_deref());
+            m.instruments.record(&obs.exchange, &fields.attributes);
         }
         if let (Some(summary), ExchangeKind::Http(http)) = (&mut self.summary, &obs.exchange.kind) {
             let (kind, target) = match obs.exchange.conn.role {
@@ -360,7 +361,6 @@ impl Exporter {
             let error = span::is_error(obs.exchange.conn.role, http.status);
             summary.record(&obs.process.exe_name, kind, &target, error, duration);
         }
-        let fields = span::from_exchange(&obs.exchange, &self.clock, route.as_deref());
         let builder = service
             .tracer
             .span_builder(fields.name)

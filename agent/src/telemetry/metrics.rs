@@ -70,15 +70,16 @@ impl Instruments {
         }
     }
 
-    /// Records one exchange; `route` as for spans (server side only).
-    pub fn record(&self, ex: &Exchange, route: Option<&str>) {
+    /// Records one exchange, given its span's attributes (see [`from_span_attributes`]): the span
+    /// attributes are built once per exchange and the metric ones picked out of them.
+    pub fn record(&self, ex: &Exchange, span_attributes: &[KeyValue]) {
         match &ex.kind {
-            ExchangeKind::Http(http) => self.record_http(ex, http, route),
+            ExchangeKind::Http(http) => self.record_http(ex, http, span_attributes),
         }
     }
 
-    fn record_http(&self, ex: &Exchange, http: &HttpExchange, route: Option<&str>) {
-        let attributes = attributes(ex, http, route);
+    fn record_http(&self, ex: &Exchange, http: &HttpExchange, span_attributes: &[KeyValue]) {
+        let attributes = from_span_attributes(ex.conn.role, span_attributes);
         let seconds = ex.end_ns.saturating_sub(ex.start_ns) as f64 / 1e9;
         let (duration, request_body, response_body) = match ex.conn.role {
             Role::Server => (
@@ -105,7 +106,11 @@ impl Instruments {
 /// The metric attributes of an HTTP exchange: a low-cardinality subset of the span's (no path,
 /// no peer port, no user agent).
 pub fn attributes(ex: &Exchange, http: &HttpExchange, route: Option<&str>) -> Vec<KeyValue> {
-    let span_attrs = super::span::http_attributes(ex, http, route);
+    from_span_attributes(ex.conn.role, &super::span::http_attributes(ex, http, route))
+}
+
+/// [`attributes`] picked out of the span's own attributes (cloning shares their strings).
+pub fn from_span_attributes(role: Role, span_attrs: &[KeyValue]) -> Vec<KeyValue> {
     let keep = |k: &str| {
         matches!(
             k,
@@ -115,12 +120,12 @@ pub fn attributes(ex: &Exchange, http: &HttpExchange, route: Option<&str>) -> Ve
                 | semconv::NETWORK_PROTOCOL_VERSION
                 | semconv::ERROR_TYPE
                 | semconv::HTTP_ROUTE
-        ) || (ex.conn.role == Role::Client
-            && matches!(k, semconv::SERVER_ADDRESS | semconv::SERVER_PORT))
+        ) || (role == Role::Client && matches!(k, semconv::SERVER_ADDRESS | semconv::SERVER_PORT))
     };
     span_attrs
-        .into_iter()
+        .iter()
         .filter(|kv| keep(kv.key.as_str()))
+        .cloned()
         .collect()
 }
 
