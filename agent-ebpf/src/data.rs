@@ -49,10 +49,19 @@ struct MsgHdr {
     iovlen: u64,
 }
 
+/// The `u64` at byte `off` of the tracepoint record, loaded directly from the context: the
+/// verifier allows aligned reads of a tracepoint's record (`tp_prog_is_valid_access`), which
+/// costs a load instead of a `bpf_probe_read_kernel` call per field.
+#[inline(always)]
+fn record_u64(ctx: &TracePointContext, off: usize) -> u64 {
+    // SAFETY: `off` is a constant, 8-aligned offset inside every `syscalls:*` record.
+    unsafe { ctx.as_ptr().cast::<u8>().add(off).cast::<u64>().read_volatile() }
+}
+
 #[inline(always)]
 fn arg(ctx: &TracePointContext, i: usize) -> u64 {
-    // SAFETY: syscall tracepoint records hold 6 u64 argument slots after the header.
-    unsafe { ctx.read_at::<u64>(SYSCALL_ARG0 + 8 * i) }.unwrap_or(0)
+    // Syscall tracepoint records hold 6 u64 argument slots after the header.
+    record_u64(ctx, SYSCALL_ARG0 + 8 * i)
 }
 
 /// Saves the arguments of a syscall at entry. `buf_is_msghdr`: `arg1` is a `struct user_msghdr *`.
@@ -278,8 +287,8 @@ fn exit(ctx: &TracePointContext, source: DataSource, iov_arg: Option<usize>, buf
     if entry.late != 0 && !recover_late(&mut entry, source, iov_arg, buf_is_msghdr) {
         return;
     }
-    // SAFETY: `ret` is at a fixed offset of every sys_exit record.
-    let ret = unsafe { ctx.read_at::<i64>(SYSCALL_RET) }.unwrap_or(-1);
+    // `ret` is at a fixed offset of every sys_exit record.
+    let ret = record_u64(ctx, SYSCALL_RET) as i64;
     if ret <= 0 {
         return;
     }

@@ -182,7 +182,16 @@ pub(crate) fn forget_socket(sk: u64) {
 /// ciphertext. Also `true` for any socket already known to carry TLS.
 #[inline(always)]
 pub(crate) fn on_socket_syscall(pid_tgid: u64, tgid: u32, sk: u64, fd: i32) -> bool {
-    let _ = LAST_SOCK.insert(&pid_tgid, &SslSock { sk, fd, _pad: 0 }, 0);
+    let last = SslSock { sk, fd, _pad: 0 };
+    // In place when the thread has an entry: a store instead of an LRU update on every socket
+    // syscall of every process.
+    match LAST_SOCK.get_ptr_mut(&pid_tgid) {
+        // SAFETY: valid map value pointer for this program run.
+        Some(slot) => unsafe { *slot = last },
+        None => {
+            let _ = LAST_SOCK.insert(&pid_tgid, &last, 0);
+        }
+    }
     if let Some(call) = TLS_INFLIGHT.get_ptr_mut(&pid_tgid) {
         // SAFETY: valid map value pointer for this program run.
         let call = unsafe { &mut *call };
