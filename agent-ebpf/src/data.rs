@@ -55,7 +55,13 @@ struct MsgHdr {
 #[inline(always)]
 fn record_u64(ctx: &TracePointContext, off: usize) -> u64 {
     // SAFETY: `off` is a constant, 8-aligned offset inside every `syscalls:*` record.
-    unsafe { ctx.as_ptr().cast::<u8>().add(off).cast::<u64>().read_volatile() }
+    unsafe {
+        ctx.as_ptr()
+            .cast::<u8>()
+            .add(off)
+            .cast::<u64>()
+            .read_volatile()
+    }
 }
 
 #[inline(always)]
