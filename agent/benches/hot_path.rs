@@ -31,7 +31,7 @@
 use std::{
     fs,
     hint::black_box,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -64,6 +64,11 @@ use opentelemetry_sdk::{
     trace::{SdkTracerProvider, SpanData, SpanProcessor},
 };
 
+#[path = "../tests/common/fixture.rs"]
+mod fixture;
+
+use fixture::{fixture_dir, read_records, Record};
+
 /// Kernel address of the benchmarked socket (any value: it is only a key).
 const SK: u64 = 0xffff_8880_1234_5000;
 /// Exchanges on the synthetic keep-alive connection.
@@ -75,12 +80,6 @@ const CHUNKS: usize = 16;
 const CHUNK_BYTES: usize = 256;
 /// The route a server exchange of the synthetic traffic gets (as the router infers it).
 const ROUTE: &str = "/api/v1/users/{id}/orders";
-
-/// One recorded `recv()` (fixtures) or one syscall (synthetic): who sent it, and the bytes.
-struct Record {
-    from_client: bool,
-    data: Vec<u8>,
-}
 
 /// A whole connection's traffic and how many exchanges it must yield.
 struct Scenario {
@@ -118,33 +117,6 @@ fn direction(role: Role, from_client: bool) -> Direction {
 // ---------------------------------------------------------------------------------------------
 // Inputs
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/http1")
-}
-
-/// Parses a fixture: repeated `direction (b'C' | b'S'), u32 LE length, bytes` records.
-fn read_fixture(path: &Path) -> Vec<Record> {
-    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let mut records = Vec::new();
-    let mut rest = bytes.as_slice();
-    while let [tag, a, b, c, d, tail @ ..] = rest {
-        let from_client = match tag {
-            b'C' => true,
-            b'S' => false,
-            other => panic!("{}: bad direction byte {other:#x}", path.display()),
-        };
-        let len = usize::try_from(u32::from_le_bytes([*a, *b, *c, *d])).expect("u32 fits usize");
-        assert!(tail.len() >= len, "{}: truncated record", path.display());
-        let (data, next) = tail.split_at(len);
-        records.push(Record {
-            from_client,
-            data: data.to_vec(),
-        });
-        rest = next;
-    }
-    records
-}
-
 /// Every golden capture, sorted by name; its exchange count is what a replay yields (the golden
 /// test checks that count against the expected files).
 fn fixtures() -> Vec<Scenario> {
@@ -157,7 +129,7 @@ fn fixtures() -> Vec<Scenario> {
     paths
         .iter()
         .map(|path| {
-            let records = read_fixture(path);
+            let records = read_records(path);
             let exchanges = replay_tracker(&records, Role::Server, &mut Vec::new());
             assert!(exchanges > 0, "{}: no exchange", path.display());
             Scenario {

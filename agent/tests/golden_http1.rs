@@ -9,7 +9,7 @@
 //! `<case>.expected.json`. `UPDATE_GOLDEN=1` rewrites the expected files instead.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use agent::exchange::Role;
 use agent::proto::http1::{Completed, ParseStats, Tracker};
@@ -17,6 +17,11 @@ use agent::proto::Chunk;
 use agent_common::limits::MAX_CAPTURE_BYTES;
 use agent_common::Direction;
 use serde_json::{json, Map, Value};
+
+#[path = "common/fixture.rs"]
+mod fixture;
+
+use fixture::{fixture_dir, read_records, Record};
 
 /// Cases the fixture set must cover (see the README).
 const REQUIRED_CASES: &[&str] = &[
@@ -27,40 +32,6 @@ const REQUIRED_CASES: &[&str] = &[
     "head",
     "server_error_500",
 ];
-
-/// One relay `recv()`: who sent it, and the bytes.
-struct Record {
-    from_client: bool,
-    data: Vec<u8>,
-}
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/http1")
-}
-
-/// Parses `direction (b'C' | b'S'), u32 LE length, bytes` records.
-fn read_records(path: &Path) -> Vec<Record> {
-    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let mut records = Vec::new();
-    let mut rest = bytes.as_slice();
-    while let [tag, a, b, c, d, tail @ ..] = rest {
-        let from_client = match tag {
-            b'C' => true,
-            b'S' => false,
-            other => panic!("{}: bad direction byte {other:#x}", path.display()),
-        };
-        let len = usize::try_from(u32::from_le_bytes([*a, *b, *c, *d])).expect("u32 fits usize");
-        assert!(tail.len() >= len, "{}: truncated record", path.display());
-        let (data, next) = tail.split_at(len);
-        records.push(Record {
-            from_client,
-            data: data.to_vec(),
-        });
-        rest = next;
-    }
-    assert!(rest.is_empty(), "{}: trailing bytes", path.display());
-    records
-}
 
 fn replay(records: &[Record], role: Role) -> Value {
     let mut tracker = Tracker::new(role);
