@@ -13,9 +13,13 @@ pub const MAX_IOVECS: usize = 4;
 
 /// Default size of the `EVENTS` ring buffer. Userspace may resize it at load time.
 ///
+/// 8 MiB: at 35k req/s on loopback (about 48 MB/s of records) nothing was lost, and the reader
+/// is woken at 1/8 fill. The kernel maps the data pages twice for the consumer (wrap-around), so
+/// the agent's RSS shows twice this size; 16 MiB put 32 MB of RSS on every host.
+///
 /// # Units
 /// Bytes; a power of two and a multiple of the page size, as `BPF_MAP_TYPE_RINGBUF` requires.
-pub const DEFAULT_RING_BUF_BYTES: u32 = 16 << 20;
+pub const DEFAULT_RING_BUF_BYTES: u32 = 8 << 20;
 
 /// Capacity of the in-flight syscall table (one entry per thread inside a hooked syscall).
 pub const MAX_INFLIGHT_SYSCALLS: u32 = 16384;
