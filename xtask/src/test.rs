@@ -39,7 +39,7 @@ pub(crate) struct Options {
     /// Run stages 1, 2 and 5 (and 6) only: no lint, no unit tests.
     #[arg(long)]
     e2e_only: bool,
-    /// Skip stage 6 (the end-to-end tests inside a VM, about 4 minutes).
+    /// Skip stage 6 (the end-to-end tests inside a VM, about 7 minutes).
     #[arg(long, conflicts_with = "vm")]
     no_vm: bool,
     #[command(flatten)]
