@@ -45,7 +45,7 @@ use agent::{
     },
     ringbuf::{self, Record as RingRecord},
     route::{Patterns, RouteConfig, Router},
-    telemetry::{clock::Clock, metrics::Instruments, semconv, span},
+    telemetry::{clock::Clock, export, metrics::Instruments, semconv, span},
 };
 use agent_common::{
     event::{AF_INET, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT},
@@ -53,11 +53,7 @@ use agent_common::{
     ConnEvent, DataEventHeader, DataSource, Direction, EventKind,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use opentelemetry::{
-    metrics::MeterProvider as _,
-    trace::{Span as _, TraceContextExt as _, Tracer as _, TracerProvider as _},
-    Context,
-};
+use opentelemetry::{metrics::MeterProvider as _, trace::TracerProvider as _, Context};
 use opentelemetry_sdk::{
     error::OTelSdkResult,
     metrics::{ManualReader, SdkMeterProvider},
@@ -549,18 +545,7 @@ fn span_build(c: &mut Criterion) {
             for obs in &server {
                 let route = route_of(&mut router, black_box(obs));
                 let fields = span::from_exchange(&obs.exchange, &clock, route.as_deref());
-                let builder = tracer
-                    .span_builder(fields.name)
-                    .with_kind(fields.kind)
-                    .with_start_time(fields.start)
-                    .with_attributes(fields.attributes);
-                let parent = match fields.parent {
-                    Some(sc) => Context::new().with_remote_span_context(sc),
-                    None => Context::new(),
-                };
-                let mut s = tracer.build_with_context(builder, &parent);
-                s.set_status(fields.status);
-                s.end_with_timestamp(fields.end);
+                export::emit(&tracer, fields);
             }
         });
     });

@@ -21,10 +21,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
     metrics::{periodic_reader_with_async_runtime::PeriodicReader, SdkMeterProvider},
     runtime,
-    trace::{
-        span_processor_with_async_runtime::BatchSpanProcessor, BatchConfigBuilder, SdkTracer,
-        SdkTracerProvider,
-    },
+    trace::{SdkTracer, SdkTracerProvider},
     Resource,
 };
 use tokio::sync::watch;
@@ -35,8 +32,7 @@ use super::{
     metrics::Instruments,
     prometheus::{self, SharedReader},
     self_telemetry::{self, ExportCounters, Snapshot},
-    semconv, span,
-    span_queue::{Bounded, Counting, QueueBound},
+    semconv, span, span_queue,
     summary::Summary,
 };
 use crate::{
@@ -47,10 +43,22 @@ use crate::{
     route::Router,
 };
 
-/// Room in each batch processor's channel for its control messages (the resource set at build,
-/// a flush, the shutdown) besides the spans [`QueueBound`] admits, so that the channel itself never
-/// refuses a span.
-const CONTROL_MESSAGES: usize = 4;
+/// Starts and ends the SDK span described by `fields` on `tracer` (a child of the remote caller's
+/// span when the request carried `traceparent`); the processor then queues it for export.
+pub fn emit(tracer: &SdkTracer, fields: span::SpanFields) {
+    let builder = tracer
+        .span_builder(fields.name)
+        .with_kind(fields.kind)
+        .with_start_time(fields.start)
+        .with_attributes(fields.attributes);
+    let parent = match fields.parent {
+        Some(sc) => Context::new().with_remote_span_context(sc),
+        None => Context::new(),
+    };
+    let mut s = tracer.build_with_context(builder, &parent);
+    s.set_status(fields.status);
+    s.end_with_timestamp(fields.end);
+}
 
 /// Why the exporter could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -201,23 +209,12 @@ impl Exporter {
     fn new_service(&self, p: &ProcessInfo) -> Result<Service, ExportError> {
         let resource = self.resource(p);
         let builder = SdkTracerProvider::builder().with_resource(resource.clone());
-        let bound = QueueBound::new(self.span_queue, Arc::clone(&self.counters));
-        let batch_config = BatchConfigBuilder::default()
-            .with_max_queue_size(self.span_queue + CONTROL_MESSAGES)
-            .build();
         let builder = match &self.export {
-            Export::Console => builder.with_span_processor(Bounded {
-                inner: BatchSpanProcessor::builder(
-                    Counting {
-                        inner: ConsoleExporter::default(),
-                        bound: Arc::clone(&bound),
-                    },
-                    runtime::Tokio,
-                )
-                .with_batch_config(batch_config)
-                .build(),
-                bound,
-            }),
+            Export::Console => builder.with_span_processor(span_queue::processor(
+                ConsoleExporter::default(),
+                self.span_queue,
+                &self.counters,
+            )),
             Export::Otlp {
                 endpoint,
                 protocol,
@@ -240,16 +237,11 @@ impl Exporter {
                         .build(),
                 }
                 .map_err(ExportError::Build)?;
-                let exporter = Counting {
-                    inner: exporter,
-                    bound: Arc::clone(&bound),
-                };
-                builder.with_span_processor(Bounded {
-                    inner: BatchSpanProcessor::builder(exporter, runtime::Tokio)
-                        .with_batch_config(batch_config)
-                        .build(),
-                    bound,
-                })
+                builder.with_span_processor(span_queue::processor(
+                    exporter,
+                    self.span_queue,
+                    &self.counters,
+                ))
             }
         };
         let provider = builder.build();
@@ -361,19 +353,7 @@ impl Exporter {
             let error = span::is_error(obs.exchange.conn.role, http.status);
             summary.record(&obs.process.exe_name, kind, &target, error, duration);
         }
-        let builder = service
-            .tracer
-            .span_builder(fields.name)
-            .with_kind(fields.kind)
-            .with_start_time(fields.start)
-            .with_attributes(fields.attributes);
-        let parent = match fields.parent {
-            Some(sc) => Context::new().with_remote_span_context(sc),
-            None => Context::new(),
-        };
-        let mut s = service.tracer.build_with_context(builder, &parent);
-        s.set_status(fields.status);
-        s.end_with_timestamp(fields.end);
+        emit(&service.tracer, fields);
         self.counters.spans_recorded.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -19,15 +19,48 @@ use std::{
 use opentelemetry::Context;
 use opentelemetry_sdk::{
     error::OTelSdkResult,
-    trace::{Span, SpanData, SpanExporter, SpanProcessor},
+    runtime,
+    trace::{
+        span_processor_with_async_runtime::BatchSpanProcessor, BatchConfigBuilder, Span, SpanData,
+        SpanExporter, SpanProcessor,
+    },
     Resource,
 };
 
 use super::self_telemetry::ExportCounters;
 
+/// Room in each batch processor's channel for its control messages (the resource set at build,
+/// a flush, the shutdown) besides the spans [`QueueBound`] admits, so that the channel itself never
+/// refuses a span.
+const CONTROL_MESSAGES: usize = 4;
+
+/// One process's span processor: the SDK's batch processor (a tokio task, batch settings from
+/// `OTEL_BSP_*`) exporting to `exporter`, behind a bound of `max_queue` spans whose drops and
+/// export outcomes are counted in `counters`.
+pub(crate) fn processor<E: SpanExporter + 'static>(
+    exporter: E,
+    max_queue: usize,
+    counters: &Arc<ExportCounters>,
+) -> Bounded<BatchSpanProcessor<runtime::Tokio>> {
+    let bound = QueueBound::new(max_queue, Arc::clone(counters));
+    let config = BatchConfigBuilder::default()
+        .with_max_queue_size(max_queue + CONTROL_MESSAGES)
+        .build();
+    let exporter = Counting {
+        inner: exporter,
+        bound: Arc::clone(&bound),
+    };
+    Bounded {
+        inner: BatchSpanProcessor::builder(exporter, runtime::Tokio)
+            .with_batch_config(config)
+            .build(),
+        bound,
+    }
+}
+
 /// Spans of one process admitted to its batch processor and not yet exported.
 #[derive(Debug)]
-pub(crate) struct QueueBound {
+struct QueueBound {
     queued: AtomicUsize,
     max: usize,
     counters: Arc<ExportCounters>,
@@ -35,7 +68,7 @@ pub(crate) struct QueueBound {
 
 impl QueueBound {
     /// A bound of `max` spans (the batch processor's `max_queue_size`).
-    pub(crate) fn new(max: usize, counters: Arc<ExportCounters>) -> Arc<Self> {
+    fn new(max: usize, counters: Arc<ExportCounters>) -> Arc<Self> {
         Arc::new(Self {
             queued: AtomicUsize::new(0),
             max,
@@ -70,8 +103,8 @@ impl QueueBound {
 /// A span processor that admits sampled spans to `inner` within a [`QueueBound`].
 #[derive(Debug)]
 pub(crate) struct Bounded<P> {
-    pub(crate) inner: P,
-    pub(crate) bound: Arc<QueueBound>,
+    inner: P,
+    bound: Arc<QueueBound>,
 }
 
 impl<P: SpanProcessor> SpanProcessor for Bounded<P> {
@@ -102,9 +135,9 @@ impl<P: SpanProcessor> SpanProcessor for Bounded<P> {
 /// A span exporter that counts what it delivered and what was refused or never got through
 /// (after the exporter's own retries), and frees the batch's [`QueueBound`] slots.
 #[derive(Debug)]
-pub(crate) struct Counting<E> {
-    pub(crate) inner: E,
-    pub(crate) bound: Arc<QueueBound>,
+struct Counting<E> {
+    inner: E,
+    bound: Arc<QueueBound>,
 }
 
 /// Frees a batch's slots and counts it as failed unless [`Self::finish`] says otherwise: the batch
