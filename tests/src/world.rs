@@ -245,13 +245,30 @@ impl Stage {
 
 /// The one span of `kind` (`SPAN_KIND_SERVER`/`SPAN_KIND_CLIENT`) whose `url.path` is `path`.
 pub fn one<'a>(spans: &'a [Span], kind: &str, path: &str) -> &'a Span {
+    one_where(spans, kind, path, "", |_| true)
+}
+
+/// The one span of `kind` with `url.path` `path` that also satisfies `which` (described by `what`
+/// in the failure message).
+pub fn one_where<'a>(
+    spans: &'a [Span],
+    kind: &str,
+    path: &str,
+    what: &str,
+    which: impl Fn(&Span) -> bool,
+) -> &'a Span {
     let found: Vec<&Span> = spans
         .iter()
-        .filter(|s| s.kind == kind && s.attr_str("url.path") == Some(path))
+        .filter(|s| s.kind == kind && s.attr_str("url.path") == Some(path) && which(s))
         .collect();
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!(" {what}")
+    };
     assert!(
         found.len() == 1,
-        "want exactly one {kind} span with url.path {path:?}, found {}:\n{}",
+        "want exactly one {kind} span with url.path {path:?}{what}, found {}:\n{}",
         found.len(),
         describe(spans)
     );

@@ -16,7 +16,7 @@ use agent_tests::{
     },
     require_root,
     span::{describe, Span, CLIENT, SERVER},
-    world::{Stage, SPAN_TIMEOUT},
+    world::{one_where, Stage, SPAN_TIMEOUT},
     Peer, Via, Watch, World,
 };
 
@@ -88,13 +88,13 @@ fn assert_tls_spans(w: &World, spans: &[Span], server: Service, clients: &[Clien
             let found = [
                 (
                     server_span,
-                    the_span(spans, SERVER, path, "from this client's port", |s| {
+                    one_where(spans, SERVER, path, "from this client's port", |s| {
                         s.attr_int("network.peer.port") == Some(i64::from(t.local_port))
                     }),
                 ),
                 (
                     client_span,
-                    the_span(spans, CLIENT, path, "in this client's process", |s| {
+                    one_where(spans, CLIENT, path, "in this client's process", |s| {
                         s.resource_int("process.pid") == Some(i64::from(c.run.pid))
                     }),
                 ),
@@ -112,27 +112,6 @@ fn assert_tls_spans(w: &World, spans: &[Span], server: Service, clients: &[Clien
             }
         }
     }
-}
-
-/// The one span of `kind` for `path` that also satisfies `which` (described by `what`).
-fn the_span<'a>(
-    spans: &'a [Span],
-    kind: &str,
-    path: &str,
-    what: &str,
-    which: impl Fn(&Span) -> bool,
-) -> &'a Span {
-    let found: Vec<&Span> = spans
-        .iter()
-        .filter(|s| s.kind == kind && s.attr_str("url.path") == Some(path) && which(s))
-        .collect();
-    assert!(
-        found.len() == 1,
-        "want exactly one {kind} span with url.path {path:?} {what}, found {}:\n{}",
-        found.len(),
-        describe(spans)
-    );
-    found[0]
 }
 
 /// Harness checks on a client run: these statuses, and one connection for all of them.

@@ -21,6 +21,7 @@ use agent_tests::{
     process::{run_captured, run_to_completion, Captured, Proc},
     require_root,
     span::{describe, Span, CLIENT, SERVER},
+    world::one_where,
     Peer, Via, Watch, World,
 };
 
@@ -44,27 +45,6 @@ fn good_curl(w: &World, program: &Path, path: &str) -> (ClientRun, Vec<u8>) {
     (run, bodies.remove(0))
 }
 
-/// The one span of `kind` with `url.path` `path` that also satisfies `which` (described by `what`).
-fn the_span<'a>(
-    spans: &'a [Span],
-    kind: &str,
-    path: &str,
-    what: &str,
-    which: impl Fn(&Span) -> bool,
-) -> &'a Span {
-    let found: Vec<&Span> = spans
-        .iter()
-        .filter(|s| s.kind == kind && s.attr_str("url.path") == Some(path) && which(s))
-        .collect();
-    assert!(
-        found.len() == 1,
-        "want exactly one {kind} span with url.path {path:?} {what}, found {}:\n{}",
-        found.len(),
-        describe(spans)
-    );
-    found[0]
-}
-
 /// The curl run's one exchange has exactly one SERVER span (from curl's port, in the server's
 /// process) and one CLIENT span (in curl's process), each with the whole HTTPS contract.
 fn assert_curl_pair(
@@ -76,10 +56,10 @@ fn assert_curl_pair(
     client: Service,
 ) {
     let t = &run.transfers[0];
-    let server_span = the_span(spans, SERVER, path, "from curl's port", |s| {
+    let server_span = one_where(spans, SERVER, path, "from curl's port", |s| {
         s.attr_int("network.peer.port") == Some(i64::from(t.local_port))
     });
-    let client_span = the_span(spans, CLIENT, path, "in curl's process", |s| {
+    let client_span = one_where(spans, CLIENT, path, "in curl's process", |s| {
         s.resource_int("process.pid") == Some(i64::from(run.pid))
     });
     for (expect, span) in [
@@ -364,10 +344,10 @@ fn renegotiation(
     let curl_port = i64::from(run.transfers[0].local_port);
     for (i, (path, status)) in paths.iter().zip(&reneg.statuses).enumerate() {
         let body_bytes = (i == 0).then_some(first_body_bytes);
-        let server_span = the_span(&spans, SERVER, path, "not from curl's port", |s| {
+        let server_span = one_where(&spans, SERVER, path, "not from curl's port", |s| {
             s.attr_int("network.peer.port") != Some(curl_port)
         });
-        let client_span = the_span(&spans, CLIENT, path, "in s_client's process", |s| {
+        let client_span = one_where(&spans, CLIENT, path, "in s_client's process", |s| {
             s.resource_int("process.pid") == Some(i64::from(reneg.pid))
         });
         for (mut expect, span) in [
