@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{MapData, MapError, RingBuf};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::{mpsc, watch},
@@ -29,7 +29,7 @@ use crate::{
     probe::{
         self,
         tls_attach::{self, TlsAttacher},
-        KernelStats, LoadParams,
+        KernelCount, KernelStats, LoadParams,
     },
     ringbuf::{self, Record},
     route::{RouteConfig, Router},
@@ -284,19 +284,21 @@ async fn capture_task(c: Capture) {
             _ = maintenance.tick() => {
                 let now = Instant::now();
                 table.gc(now);
-                publish(&snapshots, &kernel_stats, &table, &mut stats, &capture_to_export, ring_bytes);
+                let kernel = kernel_stats.read_stats();
                 if stats_interval.is_some_and(|i| now.duration_since(last_stats_log) >= i) {
                     last_stats_log = now;
-                    log_stats(&kernel_stats, &table, &stats);
+                    log_stats(&kernel, &table, &stats);
                 }
+                publish(&snapshots, kernel, &table, &mut stats, &capture_to_export, ring_bytes);
             }
             _ = stop.changed() => {
                 drain(ring.get_mut(), &mut table, &mut stats, &execs, &mut out);
                 if !out.is_empty() {
                     let _ = capture_to_export.send(out).await;
                 }
-                log_stats(&kernel_stats, &table, &stats);
-                publish(&snapshots, &kernel_stats, &table, &mut stats, &capture_to_export, ring_bytes);
+                let kernel = kernel_stats.read_stats();
+                log_stats(&kernel, &table, &stats);
+                publish(&snapshots, kernel, &table, &mut stats, &capture_to_export, ring_bytes);
                 break;
             }
         }
@@ -307,9 +309,10 @@ async fn capture_task(c: Capture) {
 }
 
 /// Publishes the cumulative counters for the self-telemetry (latest value wins).
+/// `kernel`: the kernel counters read once for this publish (and the log line beside it).
 fn publish(
     snapshots: &watch::Sender<Snapshot>,
-    kernel_stats: &KernelStats,
+    kernel: Result<Vec<KernelCount>, MapError>,
     table: &ConnTable,
     stats: &mut CaptureStats,
     capture_to_export: &mpsc::Sender<Vec<Observed>>,
@@ -321,7 +324,7 @@ fn publish(
         ring_utilization: ring_utilization.min(1.0),
         capture_to_export_depth: (capture_to_export.max_capacity() - capture_to_export.capacity())
             as u64,
-        kernel: kernel_stats.read_stats().unwrap_or_default(),
+        kernel: kernel.unwrap_or_default(),
         conn: table
             .stats()
             .counters
@@ -333,9 +336,9 @@ fn publish(
     });
 }
 
-fn log_stats(kernel_stats: &KernelStats, table: &ConnTable, stats: &CaptureStats) {
-    let kernel = kernel_stats
-        .read_stats()
+fn log_stats(kernel: &Result<Vec<KernelCount>, MapError>, table: &ConnTable, stats: &CaptureStats) {
+    let kernel = kernel
+        .as_ref()
         .map(|counts| {
             agent_common::stats::Stat::ALL
                 .iter()

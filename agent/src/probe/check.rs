@@ -23,7 +23,9 @@ struct Line {
 
 /// The report as text, and whether Sonde can run here (a capture mode attached).
 pub fn report(params: &LoadParams) -> (String, bool) {
-    let mut lines = vec![kernel_release(), capabilities(), lockdown(), btf_file()];
+    // Parsed once (a few MB): for the BTF line and for the fentry attach.
+    let btf = load::kernel_btf();
+    let mut lines = vec![kernel_release(), capabilities(), lockdown(), btf_file(&btf)];
     let tracefs = tracefs::ensure_mounted();
     lines.push(Line {
         item: "tracefs",
@@ -58,7 +60,6 @@ pub fn report(params: &LoadParams) -> (String, bool) {
                 ok: Some(true),
                 detail: "loaded; BPF_MAP_TYPE_RINGBUF created".to_owned(),
             });
-            let btf = load::kernel_btf();
             let kernel = Kernel {
                 btf: &btf,
                 tracepoints: &opened.tracepoints,
@@ -207,9 +208,9 @@ fn lockdown() -> Line {
     }
 }
 
-fn btf_file() -> Line {
+fn btf_file(btf: &Result<aya::Btf, String>) -> Line {
     let path = Path::new("/sys/kernel/btf/vmlinux");
-    match load::kernel_btf() {
+    match btf {
         Ok(_) => Line {
             item: "BTF",
             ok: Some(true),
