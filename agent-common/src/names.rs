@@ -30,3 +30,7 @@ pub const GLOBAL_TP_LAYOUT: &str = "TP_LAYOUT";
 pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 /// Global: payload bytes to capture per syscall (`<= MAX_CAPTURE_BYTES`).
 pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";
+/// Global: 1 when the kernel has `bpf_task_pt_regs` and `bpf_get_current_task_btf` (Linux
+/// 5.15+), so a syscall in progress at attach time is recovered from the task's saved registers;
+/// 0 leaves that code unreachable, which older verifiers then never see.
+pub const GLOBAL_RECOVER_IN_PROGRESS: &str = "RECOVER_IN_PROGRESS";

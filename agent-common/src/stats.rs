@@ -34,10 +34,14 @@ pub enum Stat {
     /// A TLS connection whose library does its own socket I/O outside `SSL_read`/`SSL_write`
     /// (memory BIOs, as Node.js does) was tied to the socket last used by the same thread.
     TlsSocketByThread = 10,
+    /// A syscall already in progress when the programs were attached moved bytes, but this kernel
+    /// cannot read its arguments from the task's saved registers (`bpf_task_pt_regs`, Linux
+    /// 5.15+): it was not captured.
+    InProgressAtAttach = 11,
 }
 
 /// Number of [`Stat`] slots in the `STATS` map.
-pub const STAT_COUNT: u32 = 11;
+pub const STAT_COUNT: u32 = 12;
 
 impl Stat {
     /// Every counter, in index order.
@@ -53,6 +57,7 @@ impl Stat {
         Stat::TlsCiphertextSkipped,
         Stat::ExecEvents,
         Stat::TlsSocketByThread,
+        Stat::InProgressAtAttach,
     ];
 
     /// Stable snake_case name used as the `reason`/`kind` label in self-telemetry.
@@ -69,6 +74,7 @@ impl Stat {
             Stat::TlsCiphertextSkipped => "tls_ciphertext_skipped",
             Stat::ExecEvents => "exec_events",
             Stat::TlsSocketByThread => "tls_socket_by_thread",
+            Stat::InProgressAtAttach => "in_progress_at_attach",
         }
     }
 }

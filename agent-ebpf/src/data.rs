@@ -29,7 +29,7 @@ use aya_ebpf::{
 use crate::{
     emit,
     helpers::{count, current_ids},
-    maps::{self_tgid, tp_layout, Inflight, INFLIGHT},
+    maps::{recover_in_progress, self_tgid, tp_layout, Inflight, INFLIGHT},
     tls,
 };
 
@@ -256,6 +256,10 @@ fn recover_late(
     buf_is_msghdr: bool,
 ) -> bool {
     if entry.late != 1 + source.direction() as u32 {
+        return false;
+    }
+    if !recover_in_progress() {
+        count(source as u32, Stat::InProgressAtAttach, 1);
         return false;
     }
     let Some((fd, buf, arg2)) = saved_syscall_args() else {

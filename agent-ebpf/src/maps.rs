@@ -147,6 +147,11 @@ static WAKEUP_BYTES: u64 = 0;
 #[unsafe(no_mangle)]
 static CAPTURE_BYTES: u32 = MAX_CAPTURE_BYTES as u32;
 
+/// 1 when the kernel has the helpers that recover a syscall in progress at attach time (set by
+/// userspace from a helper probe; see `names::GLOBAL_RECOVER_IN_PROGRESS`).
+#[unsafe(no_mangle)]
+static RECOVER_IN_PROGRESS: u32 = 0;
+
 /// Field offsets of the `sock:*` tracepoints (set by userspace from tracefs `format` files).
 #[unsafe(no_mangle)]
 static TP_LAYOUT: TracepointLayout = TracepointLayout {
@@ -192,6 +197,15 @@ pub(crate) fn wakeup_flags() -> u64 {
     } else {
         u64::from(BPF_RB_NO_WAKEUP)
     }
+}
+
+/// Whether a syscall in progress at attach time can be recovered. The global lives in a frozen
+/// read-only map, so the verifier knows its value and skips the code it guards when it is 0: a
+/// kernel without `bpf_task_pt_regs` (before 5.15) then accepts the programs.
+#[inline(always)]
+pub(crate) fn recover_in_progress() -> bool {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&RECOVER_IN_PROGRESS) != 0 }
 }
 
 /// Tracepoint field offsets.

@@ -95,6 +95,14 @@ pub fn report(params: &LoadParams) -> (String, bool) {
             if hooks.is_err() {
                 usable = None;
             }
+            lines.push(Line {
+                item: "in-progress syscall recovery",
+                ok: Some(opened.recover_in_progress.is_ok()),
+                detail: match &opened.recover_in_progress {
+                    Ok(()) => "bpf_task_pt_regs: a read blocked at attach time is captured".into(),
+                    Err(why) => format!("{why}: a read blocked at attach time is missed"),
+                },
+            });
             let tls = load::load_tls_programs(&mut opened.ebpf);
             lines.push(Line {
                 item: "uprobes (TLS libraries)",

@@ -240,6 +240,39 @@ pub(super) struct Opened {
     pub(super) ebpf: Ebpf,
     /// Whether the `tracepoint` capture mode's tracepoints exist (`Err(reason)` if not).
     pub(super) tracepoints: Result<(), String>,
+    /// Whether the kernel has the helpers that recover a syscall in progress at attach time
+    /// (`Err(reason)` if not; the code that needs them is then left unreachable).
+    pub(super) recover_in_progress: Result<(), String>,
+}
+
+/// Whether the kernel lets tracepoint programs read a task's saved user registers:
+/// `bpf_get_current_task_btf` (Linux 5.11, and it needs the kernel's BTF) and `bpf_task_pt_regs`
+/// (5.15), found by loading a probe program for each, as libbpf's helper probe does.
+pub(super) fn probe_recover_in_progress() -> Result<(), String> {
+    use aya::{
+        programs::ProgramType,
+        sys::{is_helper_supported, BpfHelper},
+    };
+    if !std::path::Path::new(KERNEL_BTF).exists() {
+        return Err(format!(
+            "this kernel has no BTF ({KERNEL_BTF}), which bpf_get_current_task_btf needs"
+        ));
+    }
+    for (helper, name, since) in [
+        (
+            BpfHelper::BPF_FUNC_get_current_task_btf,
+            "bpf_get_current_task_btf",
+            "5.11",
+        ),
+        (BpfHelper::BPF_FUNC_task_pt_regs, "bpf_task_pt_regs", "5.15"),
+    ] {
+        match is_helper_supported(ProgramType::TracePoint, helper) {
+            Ok(true) => {}
+            Ok(false) => return Err(format!("this kernel lacks {name} (Linux {since}+)")),
+            Err(e) => return Err(format!("probing {name} failed: {e}")),
+        }
+    }
+    Ok(())
 }
 
 /// Reads the object, mounts tracefs if needed, reads the tracepoint layouts and creates the maps.
@@ -264,6 +297,8 @@ pub(super) fn open(params: &LoadParams) -> Result<Opened, LoadError> {
     let tracefs = tracefs::ensure_mounted()?;
     let (layout, tracepoints) = tracefs::tracepoint_layout(&tracefs)?;
     raise_memlock_rlimit();
+    let recover_in_progress = probe_recover_in_progress();
+    let recover = u32::from(recover_in_progress.is_ok());
 
     // Wake the reader when an eighth of the ring is waiting; below that it drains on its timer.
     let wakeup_bytes = u64::from(params.ring_buffer_bytes / 8);
@@ -272,6 +307,7 @@ pub(super) fn open(params: &LoadParams) -> Result<Opened, LoadError> {
         .override_global(names::GLOBAL_CAPTURE_BYTES, &params.capture_bytes, true)
         .override_global(names::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
         .override_global(names::GLOBAL_TP_LAYOUT, &layout, true)
+        .override_global(names::GLOBAL_RECOVER_IN_PROGRESS, &recover, true)
         .map_max_entries(names::MAP_EVENTS, params.ring_buffer_bytes)
         .load(object)
         .map_err(|e| match e {
@@ -282,7 +318,11 @@ pub(super) fn open(params: &LoadParams) -> Result<Opened, LoadError> {
             }
             other => LoadError::Object(Box::new(other)),
         })?;
-    Ok(Opened { ebpf, tracepoints })
+    Ok(Opened {
+        ebpf,
+        tracepoints,
+        recover_in_progress,
+    })
 }
 
 /// Loads and attaches the capture mode and everything in [`HOOKS`], logging each program attached
@@ -295,9 +335,17 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
     let Opened {
         mut ebpf,
         tracepoints,
+        recover_in_progress,
     } = open(params)?;
     let chosen = attach_capture(&mut ebpf, params.capture, &tracepoints)?;
     attach_hooks(&mut ebpf)?;
+    if let Err(why) = &recover_in_progress {
+        tracing::warn!(
+            "syscalls already in progress when the probes attach are not recovered: {why}; the \
+             first message a connection receives after attach can be missed (counted as \
+             sonde.kernel.dropped reason=in_progress_at_attach)"
+        );
+    }
 
     let events = RingBuf::try_from(
         ebpf.take_map(names::MAP_EVENTS)
@@ -418,17 +466,13 @@ fn attach_capture(
     Ok(chosen)
 }
 
-/// What about this kernel may explain a refused program: no BTF (the syscall-exit programs call
-/// `bpf_get_current_task_btf`) or lockdown `confidentiality` (no kernel memory reads). Empty when
-/// neither applies.
+/// The running kernel's BTF (`CONFIG_DEBUG_INFO_BTF`).
+const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// What about this kernel may explain a refused program: lockdown `confidentiality` (no kernel
+/// memory reads). Empty when that does not apply.
 fn kernel_hint() -> String {
     let mut hint = String::new();
-    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        hint.push_str(
-            "; this kernel has no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF), which \
-             the syscall-exit programs need",
-        );
-    }
     let lockdown = std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default();
     if lockdown.contains("[confidentiality]") {
         hint.push_str(

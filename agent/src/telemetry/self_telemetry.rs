@@ -115,6 +115,7 @@ pub fn register(meter: &Meter, snapshots: watch::Receiver<Snapshot>, export: Arc
             Stat::ReadUserFailed => Some("read_user_failed"),
             Stat::InflightFull => Some("inflight_full"),
             Stat::TlsNoSocket => Some("tls_no_socket"),
+            Stat::InProgressAtAttach => Some("in_progress_at_attach"),
             _ => None,
         }))
         .build();
