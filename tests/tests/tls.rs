@@ -6,7 +6,7 @@
 //! self-signed, made per test in its temp dir. curl's bodies are compared with what the server
 //! serves: the agent must never alter traffic.
 
-use std::{thread, time::Duration};
+use std::time::Duration;
 
 use agent_tests::{
     expect::{HttpSpan, Service},
@@ -14,7 +14,7 @@ use agent_tests::{
         curl, curl_bodies, nginx_index, node_https_client, node_unavailable, python_http_server,
         python_https_client, python_https_server_with_private_libssl, status_body, ClientRun,
     },
-    require_root,
+    poll, require_root,
     span::{describe, Span, CLIENT, SERVER},
     world::{one_where, Stage, SPAN_TIMEOUT},
     Peer, Via, Watch, World,
@@ -30,11 +30,15 @@ const NGINX_PATHS: [&str; 3] = ["/index.html", "/status/404", "/status/500"];
 /// `peers/http_server.py` and `peers/https_server.js`.
 const STATUS_PATHS: [&str; 3] = ["/status/200", "/status/404", "/status/500"];
 
-/// How long a process that starts after the agent (a server, or the Node client: its OpenSSL lives
-/// in `/usr/bin/node`, which no running process maps) waits before its first TLS traffic: the agent
-/// may need a moment to find the TLS library the new process loaded. Clients that use the shared
+/// How long the Node client, which starts after the agent (its OpenSSL lives in `/usr/bin/node`,
+/// which no running process maps), waits before its first TLS traffic: the agent finds its
+/// executable in the scans that follow its exec (50 ms, 500 ms, 2 s). Clients that use the shared
 /// `libssl.so.3` need none: it is attached at startup, and uprobes cover later mappings of it.
 const DISCOVERY_GRACE: Duration = Duration::from_secs(3);
+
+/// How long a TLS library mapped well after its process's exec (a `dlopen`, Python's `import ssl`)
+/// may take to be attached: one periodic rescan (10 s) and the attach, with margin for emulation.
+const LATE_LIBRARY_DISCOVERY: Duration = Duration::from_secs(30);
 
 /// One client process's run and how its spans must look.
 struct Client<'a> {
@@ -211,7 +215,21 @@ fn python_server_started_after_the_agent() {
     require_root!();
     let mut w =
         World::start_server_after_agent("tls-late-server", python_https_server_with_private_libssl);
-    thread::sleep(DISCOVERY_GRACE);
+    // The server maps its private libssl when it imports `ssl`, at a time no exec-triggered scan
+    // may catch (Python starts in seconds under emulation); the agent's periodic rescan (10 s)
+    // must find it. Traffic starts once the agent says it attached that file.
+    let private = w.dir.join("private-lib/libssl.so.3");
+    let marker = format!("file={}", private.display());
+    let attached = poll(LATE_LIBRARY_DISCOVERY, || {
+        w.agent.stderr().contains(&marker).then_some(())
+    });
+    assert!(
+        attached.is_some(),
+        "the agent did not attach {} within {} s:\n{}",
+        private.display(),
+        LATE_LIBRARY_DISCOVERY.as_secs(),
+        w.agent.stderr()
+    );
     python_then_curl(&mut w);
 }
 
