@@ -1,7 +1,8 @@
 //! Capture-mode probing: `sonde --check` reports what this kernel allows, startup picks the mode
 //! the report names, and forcing a mode the kernel refuses fails with one readable line (never a
 //! verifier dump). On this project's host the answer is `tracepoint` (no kprobes, no fentry);
-//! `cargo xtask test --vm` runs the same test on a Debian 6.1 kernel, where it is `fentry`.
+//! `cargo xtask test --vm` runs the same test on Debian's 5.10, 6.1 and 6.12 kernels, where it is
+//! `fentry`, and sets `SONDE_EXPECT_CAPTURE_MODES` to the modes each kernel must allow.
 
 use std::{
     process::{Command, Stdio},
@@ -66,6 +67,18 @@ fn check_reports_the_mode_startup_uses_and_refused_modes_fail_cleanly() {
         MODES,
         "the report must cover every capture mode:\n{report}"
     );
+    if let Ok(want) = std::env::var("SONDE_EXPECT_CAPTURE_MODES") {
+        let allowed: Vec<&str> = modes
+            .iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(m, _)| m.as_str())
+            .collect();
+        assert_eq!(
+            allowed.join(","),
+            want,
+            "this kernel should allow exactly the capture modes {want}:\n{report}"
+        );
+    }
     let best = modes.iter().find(|(_, ok)| *ok).map(|(m, _)| m.clone());
     assert_eq!(
         verdict, best,

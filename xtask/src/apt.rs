@@ -38,6 +38,8 @@ pub(crate) fn install_missing<'a>(packages: &[&'a str]) -> Result<Vec<&'a str>> 
     exec::run(
         Command::new("apt-get")
             .args(["install", "-y", "--no-install-recommends"])
+            // Another apt (unattended upgrades, a second xtask) may hold the lock for a while.
+            .args(["-o", "DPkg::Lock::Timeout=600"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;

@@ -3,7 +3,8 @@
 //!
 //! Input: a [`Machine`] and a [`GuestCommand`]. Output: the command's exit status ([`run`]).
 //!
-//! The guest boots Debian bookworm's 6.1 kernel ([`kernel`]) under TCG with a busybox initramfs
+//! The guest boots the current kernel of a Debian release ([`kernel`]: bullseye 5.10, bookworm
+//! 6.1 or trixie 6.12, fetched through [`archive`]) under TCG with a busybox initramfs
 //! ([`initramfs`]). Its `/init` mounts the host's root read-only over virtiofs, under an overlay
 //! whose writable layer is guest RAM, and chroots into it: every host binary and library (nginx,
 //! curl, python3, `target/`) is there at the same path, and no write reaches the host.
@@ -14,6 +15,7 @@
 //!  qemu stdout (ttyS0) ──▶ console.rs ──▶ terminal + <target>/vm/<name>/serial.log
 //! ```
 
+pub(crate) mod archive;
 mod console;
 mod cpio;
 mod initramfs;
@@ -34,6 +36,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
 use crate::{apt, build, exec};
+pub(crate) use archive::Release;
+use console::Nonce;
 pub(crate) use kernel::Flavor;
 pub(crate) use qemu::Outcome;
 
@@ -46,7 +50,7 @@ const PACKAGES: [&str; 2] = ["qemu-system-x86", "busybox-static"];
 /// `PATH` in the guest when the host has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Run a command as root in a qemu VM (Debian 6.1 kernel, TCG) on the host's own root filesystem.
+/// Run a command as root in a qemu VM (a Debian kernel, TCG) on the host's own root filesystem.
 ///
 /// The guest sees the host's files read-only under a RAM-backed writable layer, so the command
 /// finds every host binary and library at the same path and its writes are discarded. It runs in
@@ -69,6 +73,10 @@ pub(crate) struct Options {
 /// `cargo xtask vm`'s machine options (`cargo xtask test --vm` has its own, prefixed `--vm-`).
 #[derive(Debug, Clone, Args)]
 struct MachineArgs {
+    /// Debian release whose current kernel the guest boots: bullseye (5.10), bookworm (6.1) or
+    /// trixie (6.12); the kernel series is accepted too.
+    #[arg(long, value_enum, default_value_t = Release::Bookworm)]
+    kernel: Release,
     /// Debian kernel flavour to boot.
     #[arg(long, value_enum, default_value_t = Flavor::Cloud)]
     flavor: Flavor,
@@ -78,18 +86,44 @@ struct MachineArgs {
     /// Guest CPUs.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     smp: u32,
+    /// How qemu runs the guest's CPUs: `single` (one host thread for all: the default, because
+    /// multi-threaded TCG can leave a CPU executing a stale copy of kernel code that another CPU
+    /// patched, a livelock; see the README's kernel section) or `multi` (a thread per CPU).
+    #[arg(long, value_enum, default_value_t = TcgThread::Single)]
+    tcg_thread: TcgThread,
     /// Seconds from starting qemu until it is killed when the command has not finished.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     timeout: u64,
 }
 
+/// qemu's TCG threading (`-accel tcg,thread=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TcgThread {
+    /// Every guest CPU on one host thread, in turn.
+    Single,
+    /// One host thread per guest CPU (MTTCG).
+    Multi,
+}
+
+impl TcgThread {
+    /// The value of qemu's `thread=` option.
+    pub(crate) fn as_qemu(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::Multi => "multi",
+        }
+    }
+}
+
 /// The guest machine, validated.
 #[derive(Debug, Clone)]
 pub(crate) struct Machine {
+    pub(crate) release: Release,
     pub(crate) flavor: Flavor,
     /// RAM in qemu's syntax (`2G`).
     pub(crate) mem: String,
     pub(crate) smp: u32,
+    pub(crate) tcg_thread: TcgThread,
     /// Hard limit from qemu's start to its exit.
     pub(crate) timeout: Duration,
 }
@@ -97,9 +131,11 @@ pub(crate) struct Machine {
 impl From<&MachineArgs> for Machine {
     fn from(args: &MachineArgs) -> Self {
         Self {
+            release: args.kernel,
             flavor: args.flavor,
             mem: args.mem.clone(),
             smp: args.smp,
+            tcg_thread: args.tcg_thread,
             timeout: Duration::from_secs(args.timeout),
         }
     }
@@ -147,38 +183,52 @@ pub(crate) fn vm(opts: &Options) -> Result<()> {
     };
     let outcome = run(&Machine::from(&opts.machine), &command, "vm")?;
     report(&outcome);
-    if outcome.rc != 0 {
-        std::process::exit(outcome.rc);
+    match outcome.verdict.rc() {
+        Some(0) => Ok(()),
+        Some(rc) => std::process::exit(rc),
+        None => bail!("{}", outcome.describe()),
     }
-    Ok(())
 }
 
-/// Prints the guest's kernel, boot time and the command's status.
+/// Prints the guest's kernel, boot time and how the run ended.
 pub(crate) fn report(outcome: &Outcome) {
     println!(
-        "xtask: vm: kernel {}, booted in {:.1} s (guest uptime {} s), command exited with {} \
-         after {:.1} s in all",
-        outcome.kernel_release,
-        outcome.boot.as_secs_f64(),
-        outcome.guest_uptime_s,
-        outcome.rc,
+        "xtask: vm: kernel {}, booted in {} (guest uptime {} s), {} after {:.1} s in all",
+        outcome.kernel().as_deref().unwrap_or("unknown"),
+        outcome
+            .boot
+            .map_or_else(|| "-".to_owned(), |b| format!("{:.1} s", b.as_secs_f64())),
+        outcome.guest_uptime_s.as_deref().unwrap_or("-"),
+        outcome.describe(),
         outcome.total.as_secs_f64()
     );
 }
 
-/// Boots a guest that runs `command` and returns its outcome; `name` names the run directory
-/// (`<target>/vm/<name>/`: initramfs, serial log, qemu and virtiofsd logs).
+/// Boots a guest that runs `command` and returns its outcome, echoing its console; `name` names
+/// the run directory (`<target>/vm/<name>/`: initramfs, serial log, qemu and virtiofsd logs).
 ///
 /// Installs the host packages and downloads the kernel when missing.
 ///
 /// # Errors
-/// When a package or the kernel cannot be installed, the guest cannot be set up, or it gives no
-/// result before `machine.timeout` (the message names the serial log). A failing command is not an
-/// error: see [`Outcome::rc`].
+/// When a package or the kernel cannot be installed, or qemu cannot be started. A guest that fails,
+/// hangs or crashes is not an error: see [`Outcome::verdict`].
 pub(crate) fn run(machine: &Machine, command: &GuestCommand, name: &str) -> Result<Outcome> {
-    if command.argv.first().is_none_or(|p| p.contains('=')) {
-        bail!("the guest command must be a program name without `=`, then its arguments");
-    }
+    prepare(machine)?.boot(command, name, true)
+}
+
+/// A machine whose host packages are installed and whose kernel is downloaded: ready to boot,
+/// as often as needed and from several threads at once.
+#[derive(Debug)]
+pub(crate) struct Guest {
+    machine: Machine,
+    kernel: kernel::Kernel,
+}
+
+/// Installs the host packages and downloads the machine's kernel when missing.
+///
+/// # Errors
+/// When xtask is not root, or a package or the kernel cannot be installed.
+pub(crate) fn prepare(machine: &Machine) -> Result<Guest> {
     if !apt::is_root() {
         bail!("the VM needs root: virtiofsd serves the host's whole root filesystem to the guest");
     }
@@ -186,27 +236,48 @@ pub(crate) fn run(machine: &Machine, command: &GuestCommand, name: &str) -> Resu
     if !installed.is_empty() {
         println!("xtask: vm: installed {}", installed.join(", "));
     }
-    let kernel = kernel::ensure(machine.flavor)?;
-    let run_dir = build::target_dir().join("vm").join(name);
-    fs::create_dir_all(&run_dir)
-        .with_context(|| format!("failed to create {}", run_dir.display()))?;
-    let _lock = lock(&run_dir)?;
-    let initramfs = write_initramfs(&kernel, command, &run_dir)?;
-    qemu::boot(&qemu::Boot {
-        kernel: &kernel.vmlinuz(),
-        initramfs: &initramfs,
-        machine,
-        run_dir: &run_dir,
+    Ok(Guest {
+        machine: machine.clone(),
+        kernel: kernel::ensure(machine.release, machine.flavor)?,
     })
+}
+
+impl Guest {
+    /// Boots the guest once to run `command`; `name` names the run directory
+    /// (`<target>/vm/<name>/`), and `echo` prints the console as it comes (else it is only kept in
+    /// the outcome and the serial log).
+    ///
+    /// # Errors
+    /// When the run directory is in use or cannot be written, or qemu cannot be started.
+    pub(crate) fn boot(&self, command: &GuestCommand, name: &str, echo: bool) -> Result<Outcome> {
+        if command.argv.first().is_none_or(|p| p.contains('=')) {
+            bail!("the guest command must be a program name without `=`, then its arguments");
+        }
+        let run_dir = build::target_dir().join("vm").join(name);
+        fs::create_dir_all(&run_dir)
+            .with_context(|| format!("failed to create {}", run_dir.display()))?;
+        let _lock = lock(&run_dir)?;
+        let nonce = Nonce::random();
+        let initramfs = write_initramfs(&self.kernel, command, &nonce, &run_dir)?;
+        qemu::boot(&qemu::Boot {
+            kernel: &self.kernel.vmlinuz(),
+            initramfs: &initramfs,
+            nonce: &nonce,
+            machine: &self.machine,
+            run_dir: &run_dir,
+            echo,
+        })
+    }
 }
 
 fn write_initramfs(
     kernel: &kernel::Kernel,
     command: &GuestCommand,
+    nonce: &Nonce,
     run_dir: &Path,
 ) -> Result<PathBuf> {
     let path = run_dir.join("initramfs.cpio");
-    let archive = initramfs::build(kernel, &command.script())?;
+    let archive = initramfs::build(kernel, &command.script(), nonce)?;
     fs::write(&path, archive).with_context(|| format!("failed to write {}", path.display()))?;
     Ok(path)
 }

@@ -1,8 +1,9 @@
-//! `cargo xtask test --vm`: the end-to-end tests inside a qemu guest whose kernel has kprobes and
-//! fentry, booted once per capture mode.
+//! `cargo xtask test --vm`: the end-to-end tests inside qemu guests booting real distribution
+//! kernels (the [`MATRIX`]: Debian 5.10, 6.1 and 6.12), once per capture mode each kernel allows.
 //!
 //! Input: [`VmArgs`] and the positional test arguments (test binaries to run, then libtest
-//! arguments). Output: a pass/fail line per capture mode; an error when any mode failed.
+//! arguments). Output: a pass/fail line per kernel and capture mode, naming the exact kernel each
+//! result came from; an error when any boot failed.
 //!
 //! The binaries are built on the host (`cargo test --no-run`) and run in the guest, which sees the
 //! host's root (see `crate::vm`): the peers (nginx, curl, python3 and its packages) are the host's.
@@ -11,6 +12,12 @@ use std::{
     collections::BTreeSet,
     fs,
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+    thread,
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _, Result};
@@ -20,19 +27,65 @@ use super::{peers, section};
 use crate::{
     build, exec,
     toolchain::Toolchain,
-    vm::{self, Flavor, GuestCommand, Machine},
+    vm::{self, Flavor, Guest, GuestCommand, Machine, Outcome, Release, TcgThread},
 };
 
-/// Capture modes, one guest boot each: the agent is told to attach its socket probes this way
-/// (`SONDE_CAPTURE`) and the harness checks that it did (`SONDE_EXPECT_CAPTURE`).
-pub(crate) const CAPTURE_MODES: [&str; 2] = ["fentry", "kprobe"];
+/// How much of the suite a kernel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Suite {
+    /// [`FULL_TESTS`].
+    Full,
+    /// [`SMOKE_TESTS`].
+    Smoke,
+}
 
-/// Test binaries (files in `tests/tests/`) run when the arguments name none: the plain-HTTP tests
-/// that cover a server, a client and a connection opened before the agent, HTTPS through the TLS
-/// uprobes, and the capture-mode probing (`--check`, `auto`, forced modes). Not `oracle`: under
-/// emulation one nginx event-loop turn can take several ms, which nginx's cached clock (its
-/// `$request_time`) does not see, so its 2 ms duration tolerance is for real hardware.
-pub(crate) const DEFAULT_TESTS: [&str; 5] = [
+/// One kernel of the matrix: the capture modes it allows (each gets a boot), the mode `auto` must
+/// pick there, whether a syscall in progress at attach time is recovered, and how much of the
+/// suite runs.
+#[derive(Debug)]
+struct Target {
+    release: Release,
+    modes: &'static [&'static str],
+    auto: &'static str,
+    recovers_in_progress: bool,
+    suite: Suite,
+}
+
+/// The kernel matrix. Every Debian kernel has BTF, kprobes and BPF trampolines (fentry); the
+/// `tracepoint` mode needs `sock:sock_{send,recv}_length` (Linux 6.3+), so only 6.12 has it.
+/// On 5.10 the kernel also lacks `bpf_task_pt_regs` (5.15+): a read already blocked when the agent
+/// attaches is not recovered there (`preexisting_connection` proves that exactly that read is
+/// lost, and counted).
+const MATRIX: [Target; 3] = [
+    Target {
+        release: Release::Bullseye,
+        modes: &["fentry", "kprobe"],
+        auto: "fentry",
+        recovers_in_progress: false,
+        suite: Suite::Smoke,
+    },
+    Target {
+        release: Release::Bookworm,
+        modes: &["fentry", "kprobe"],
+        auto: "fentry",
+        recovers_in_progress: true,
+        suite: Suite::Full,
+    },
+    Target {
+        release: Release::Trixie,
+        modes: &["fentry", "kprobe", "tracepoint"],
+        auto: "fentry",
+        recovers_in_progress: true,
+        suite: Suite::Smoke,
+    },
+];
+
+/// Test binaries (files in `tests/tests/`) of the full suite: the plain-HTTP tests that cover a
+/// server, a client and a connection opened before the agent, HTTPS through the TLS uprobes, and
+/// the capture-mode probing (`--check`, `auto`, forced modes). Not `oracle`: under emulation one
+/// nginx event-loop turn can take several ms, which nginx's cached clock (its `$request_time`)
+/// does not see, so its 2 ms duration tolerance is for real hardware.
+const FULL_TESTS: [&str; 5] = [
     "http1_nginx",
     "http1_python",
     "preexisting_connection",
@@ -40,21 +93,30 @@ pub(crate) const DEFAULT_TESTS: [&str; 5] = [
     "capture_modes",
 ];
 
-/// The mode `--capture auto` must pick on the guest kernel (Debian 6.1: BTF and trampolines).
-const AUTO_CAPTURE: &str = "fentry";
+/// The smoke subset: a server and a client (nginx, curl), a connection opened before the agent,
+/// and the capture-mode probing, which checks the modes this kernel allows.
+const SMOKE_TESTS: [&str; 3] = ["http1_nginx", "preexisting_connection", "capture_modes"];
 
 /// Where the e2e test binaries live (one binary per file).
 const TESTS_DIR: &str = "tests/tests";
 
-/// `cargo xtask test --vm`: the e2e tests in a VM, once per capture mode (fentry, kprobe).
+/// `cargo xtask test --vm`: the e2e tests in VMs, once per kernel of the matrix and capture mode.
 #[derive(Debug, Args)]
 pub(crate) struct VmArgs {
-    /// Run only the end-to-end tests, inside a qemu VM (Debian 6.1 kernel: kprobes, fentry), once
-    /// per capture mode (fentry, kprobe). TEST_ARGS that name a file of tests/tests select those
-    /// binaries (default: http1_nginx http1_python preexisting_connection tls capture_modes); the
-    /// others go to libtest.
+    /// Run only the end-to-end tests, inside qemu VMs booting Debian's current 5.10, 6.1 and 6.12
+    /// kernels, once per capture mode each allows (fentry and kprobe everywhere; tracepoint on
+    /// 6.12). TEST_ARGS that name a file of tests/tests select those binaries (default: the full
+    /// suite on 6.1, a smoke subset elsewhere); the others go to libtest.
     #[arg(long, conflicts_with = "unit_only")]
     pub(crate) vm: bool,
+    /// Kernels for `--vm` (repeatable): bullseye (5.10), bookworm (6.1), trixie (6.12). Default:
+    /// all three.
+    #[arg(long = "vm-kernel", value_enum, value_name = "RELEASE")]
+    vm_kernels: Vec<Release>,
+    /// Capture modes for `--vm` (repeatable: fentry, kprobe, tracepoint). Default: every mode
+    /// each kernel allows.
+    #[arg(long = "vm-capture", value_name = "MODE", value_parser = ["fentry", "kprobe", "tracepoint"])]
+    vm_captures: Vec<String>,
     /// Kernel flavour for `--vm`.
     #[arg(long, value_enum, default_value_t = Flavor::Cloud)]
     vm_flavor: Flavor,
@@ -64,18 +126,55 @@ pub(crate) struct VmArgs {
     /// Guest CPUs for `--vm`.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     vm_smp: u32,
+    /// qemu's TCG threading for `--vm` (see `cargo xtask vm --help`).
+    #[arg(long, value_enum, default_value_t = TcgThread::Single)]
+    vm_tcg_thread: TcgThread,
     /// Seconds each `--vm` boot (all selected binaries in one capture mode) may take.
     #[arg(long, value_name = "SECS", default_value_t = 1800)]
     vm_timeout: u64,
+    /// Guests booted at once. Default: the host's CPUs with `--vm-tcg-thread single` (each guest
+    /// then runs on one host thread), 1 with `multi`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
+    vm_jobs: Option<u32>,
+    /// Boot each selected kernel and mode this many times (to reproduce a rare failure).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    vm_repeat: u32,
 }
 
 impl VmArgs {
-    fn machine(&self) -> Machine {
+    fn machine(&self, release: Release) -> Machine {
         Machine {
+            release,
             flavor: self.vm_flavor,
             mem: self.vm_mem.clone(),
             smp: self.vm_smp,
-            timeout: std::time::Duration::from_secs(self.vm_timeout),
+            tcg_thread: self.vm_tcg_thread,
+            timeout: Duration::from_secs(self.vm_timeout),
+        }
+    }
+
+    /// How many guests to boot at once.
+    fn jobs(&self) -> usize {
+        match (self.vm_jobs, self.vm_tcg_thread) {
+            (Some(n), _) => n as usize,
+            (None, TcgThread::Single) => thread::available_parallelism().map_or(1, Into::into),
+            (None, TcgThread::Multi) => 1,
+        }
+    }
+
+    /// The kernels of the matrix to boot.
+    fn targets(&self) -> impl Iterator<Item = &'static Target> + '_ {
+        MATRIX
+            .iter()
+            .filter(|t| self.vm_kernels.is_empty() || self.vm_kernels.contains(&t.release))
+    }
+
+    /// The capture modes to boot `target` in.
+    fn modes(&self, target: &Target) -> Vec<String> {
+        if self.vm_captures.is_empty() {
+            target.modes.iter().map(ToString::to_string).collect()
+        } else {
+            self.vm_captures.clone()
         }
     }
 }
@@ -88,55 +187,237 @@ struct TestBinary {
     executable: PathBuf,
 }
 
-/// What one capture mode's boot gave.
-struct ModeResult {
-    mode: &'static str,
+/// What one boot (a kernel, a capture mode) gave.
+struct BootResult {
+    release: Release,
+    mode: String,
     /// Exit status per test binary, from the guest's `SONDE_E2E <name> rc=<N>` lines.
     binaries: Vec<(String, Option<i32>)>,
-    outcome: Result<i32>,
+    outcome: Result<Outcome>,
 }
 
-/// Installs the peers, builds `sonde` and the test binaries, then boots the guest once per mode.
+impl BootResult {
+    fn passed(&self) -> bool {
+        self.outcome
+            .as_ref()
+            .is_ok_and(|o| o.verdict.rc() == Some(0))
+    }
+}
+
+/// Installs the peers, builds `sonde` and the test binaries, then boots each kernel of the matrix
+/// once per capture mode.
 ///
 /// # Errors
-/// When the build fails, or any mode's guest fails or reports a failing test binary.
+/// When the build fails, or any boot fails or reports a failing test binary.
 pub(crate) fn test(toolchain: &Toolchain, opts: &VmArgs, test_args: &[String]) -> Result<()> {
-    let (names, libtest_args) = select(&test_names()?, test_args);
+    let known = test_names()?;
+    let (named, libtest_args): (Vec<String>, Vec<String>) =
+        test_args.iter().cloned().partition(|a| known.contains(a));
     section("end-to-end test peers");
     peers::install()?;
     section("build sonde and the end-to-end test binaries");
     let sonde = build::build_sonde(toolchain, true)?;
-    let binaries = build_tests(toolchain, &names)?;
-    let machine = opts.machine();
-    let results: Vec<ModeResult> = CAPTURE_MODES
-        .into_iter()
-        .map(|mode| run_mode(&machine, mode, &sonde, &binaries, &libtest_args))
-        .collect();
-    summarize(&results)
+    let mut wanted: Vec<String> = Vec::new();
+    for target in opts.targets() {
+        for name in suite_tests(target.suite, &named) {
+            if !wanted.contains(&name) {
+                wanted.push(name);
+            }
+        }
+    }
+    let binaries = build_tests(toolchain, &wanted)?;
+    // Kernels one at a time (each release has one apt state), then the boots, `jobs` at once.
+    let mut guests = Vec::new();
+    for target in opts.targets() {
+        guests.push((target, vm::prepare(&opts.machine(target.release))?));
+    }
+    let mut boots = Vec::new();
+    for (target, guest) in &guests {
+        let names = suite_tests(target.suite, &named);
+        let selected: Vec<TestBinary> = binaries
+            .iter()
+            .filter(|b| names.contains(&b.name))
+            .cloned()
+            .collect();
+        for mode in opts.modes(target) {
+            for run in 1..=opts.vm_repeat {
+                boots.push(Boot {
+                    guest,
+                    target,
+                    mode: mode.clone(),
+                    run: (opts.vm_repeat > 1).then_some(run),
+                    sonde: &sonde,
+                    binaries: selected.clone(),
+                    libtest_args: &libtest_args,
+                });
+            }
+        }
+    }
+    // The longest boots first, so the short ones fill in around them.
+    boots.sort_by_key(|b| b.target.suite != Suite::Full);
+    let jobs = opts.jobs().min(boots.len()).max(1);
+    section(&format!(
+        "end-to-end tests in {} VM boot(s), {jobs} at a time",
+        boots.len()
+    ));
+    summarize(&run_all(&boots, jobs))
 }
 
-/// Boots the guest once and runs every binary in capture `mode`.
-fn run_mode(
-    machine: &Machine,
-    mode: &'static str,
-    sonde: &Path,
-    binaries: &[TestBinary],
-    libtest_args: &[String],
-) -> ModeResult {
-    section(&format!("end-to-end tests in a VM, capture {mode}"));
-    let command = guest_command(mode, sonde, binaries, libtest_args);
-    let outcome = vm::run(machine, &command, &format!("e2e-{mode}"));
-    let console = outcome.as_ref().map_or("", |o| {
-        vm::report(o);
-        o.console.as_str()
+/// Runs every boot on `jobs` threads and returns the results in `boots`' order. With one job the
+/// consoles are echoed live; with more they would interleave, so each boot's report (its whole
+/// console when it failed) is printed when it ends.
+fn run_all(boots: &[Boot<'_>], jobs: usize) -> Vec<BootResult> {
+    let echo = jobs == 1;
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<BootResult>>> = Mutex::new(boots.iter().map(|_| None).collect());
+    thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(boot) = boots.get(i) else {
+                    break;
+                };
+                let result = boot.run(echo);
+                if let Ok(mut results) = results.lock() {
+                    results[i] = Some(result);
+                }
+            });
+        }
     });
-    ModeResult {
-        mode,
-        binaries: binaries
-            .iter()
-            .map(|b| (b.name.clone(), binary_rc(console, &b.name)))
-            .collect(),
-        outcome: outcome.map(|o| o.rc),
+    results
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The binaries a suite runs: those named on the command line, else the suite's own.
+fn suite_tests(suite: Suite, named: &[String]) -> Vec<String> {
+    if !named.is_empty() {
+        return named.to_vec();
+    }
+    let tests: &[&str] = match suite {
+        Suite::Full => &FULL_TESTS,
+        Suite::Smoke => &SMOKE_TESTS,
+    };
+    tests.iter().map(ToString::to_string).collect()
+}
+
+/// One guest boot: a kernel of the matrix, a capture mode, the binaries to run.
+struct Boot<'a> {
+    guest: &'a Guest,
+    target: &'a Target,
+    mode: String,
+    /// Which of `--vm-repeat` runs this is (when more than one).
+    run: Option<u32>,
+    sonde: &'a Path,
+    binaries: Vec<TestBinary>,
+    libtest_args: &'a [String],
+}
+
+impl Boot<'_> {
+    /// `Debian bookworm (6.1), capture fentry`.
+    fn title(&self) -> String {
+        let release = self.target.release;
+        let mut title = format!(
+            "Debian {} ({}), capture {}",
+            release.codename(),
+            release.series(),
+            self.mode
+        );
+        if let Some(run) = self.run {
+            title.push_str(&format!(", run {run}"));
+        }
+        title
+    }
+
+    fn run(&self, echo: bool) -> BootResult {
+        let release = self.target.release;
+        let title = self.title();
+        if echo {
+            section(&format!("end-to-end tests in a VM: {title}"));
+        } else {
+            println!("xtask: vm: started {title}");
+        }
+        let mut name = format!("e2e-{}-{}", release.codename(), self.mode);
+        if let Some(run) = self.run {
+            name.push_str(&format!("-{run}"));
+        }
+        let outcome = self.guest.boot(&self.guest_command(), &name, echo);
+        let binaries = {
+            let console = outcome.as_ref().map_or("", |o| o.console.as_str());
+            self.binaries
+                .iter()
+                .map(|b| (b.name.clone(), binary_rc(console, &b.name)))
+                .collect()
+        };
+        let result = BootResult {
+            release,
+            mode: self.mode.clone(),
+            binaries,
+            outcome,
+        };
+        let console = result.outcome.as_ref().map_or("", |o| o.console.as_str());
+        if !echo {
+            section(&format!("end-to-end tests in a VM: {title}"));
+            if !result.passed() {
+                println!("{console}");
+            } else {
+                console
+                    .lines()
+                    .filter(|l| l.starts_with("====") || l.starts_with("test result:"))
+                    .for_each(|l| println!("{l}"));
+            }
+        }
+        if let Ok(o) = &result.outcome {
+            vm::report(o);
+        }
+        result
+    }
+
+    /// A shell script that runs every binary one test at a time, prints `SONDE_E2E <name> rc=<N>`
+    /// after each and exits 1 when any failed.
+    fn guest_command(&self) -> GuestCommand {
+        let quote = |s: &str| exec::quote(s.as_ref());
+        let mode = self.mode.as_str();
+        let mut script = String::from("rc=0\n");
+        for binary in &self.binaries {
+            let mut line = quote(&binary.executable.to_string_lossy());
+            line.push_str(" --test-threads=1");
+            for arg in self.libtest_args {
+                line.push(' ');
+                line.push_str(&quote(arg));
+            }
+            script.push_str(&format!(
+                "echo '==== {name} (capture {mode}) ===='\n{line}\nr=$?\n\
+                 echo \"SONDE_E2E {name} rc=$r\"\n[ \"$r\" -eq 0 ] || rc=1\n",
+                name = binary.name
+            ));
+        }
+        script.push_str("exit $rc\n");
+        GuestCommand {
+            argv: vec!["sh".into(), "-c".into(), script],
+            env: vec![
+                (
+                    "SONDE_BIN".into(),
+                    self.sonde.to_string_lossy().into_owned(),
+                ),
+                ("SONDE_CAPTURE".into(), mode.into()),
+                ("SONDE_EXPECT_CAPTURE".into(), mode.into()),
+                ("SONDE_EXPECT_AUTO_CAPTURE".into(), self.target.auto.into()),
+                (
+                    "SONDE_EXPECT_CAPTURE_MODES".into(),
+                    self.target.modes.join(","),
+                ),
+                (
+                    "SONDE_EXPECT_IN_PROGRESS_RECOVERY".into(),
+                    u8::from(self.target.recovers_in_progress).to_string(),
+                ),
+            ],
+            // Where `cargo test` runs a test binary: its package's directory.
+            cwd: build::repo_root().join("tests"),
+        }
     }
 }
 
@@ -153,19 +434,6 @@ fn test_names() -> Result<BTreeSet<String>> {
         }
     }
     Ok(names)
-}
-
-/// Splits the positional arguments into test binaries (those naming one) and libtest arguments;
-/// no named binary means [`DEFAULT_TESTS`].
-fn select(known: &BTreeSet<String>, args: &[String]) -> (Vec<String>, Vec<String>) {
-    let (named, rest): (Vec<String>, Vec<String>) =
-        args.iter().cloned().partition(|a| known.contains(a));
-    let named = if named.is_empty() {
-        DEFAULT_TESTS.iter().map(ToString::to_string).collect()
-    } else {
-        named
-    };
-    (named, rest)
 }
 
 /// `cargo test -p agent-tests --no-run --message-format=json --test NAME…`: builds the binaries
@@ -225,78 +493,51 @@ fn parse_test_executables(json_lines: &str) -> Result<Vec<TestBinary>> {
     Ok(binaries)
 }
 
-/// A shell script that runs every binary one test at a time, prints `SONDE_E2E <name> rc=<N>`
-/// after each and exits 1 when any failed.
-fn guest_command(
-    mode: &str,
-    sonde: &Path,
-    binaries: &[TestBinary],
-    libtest_args: &[String],
-) -> GuestCommand {
-    let quote = |s: &str| exec::quote(s.as_ref());
-    let mut script = String::from("rc=0\n");
-    for binary in binaries {
-        let mut line = quote(&binary.executable.to_string_lossy());
-        line.push_str(" --test-threads=1");
-        for arg in libtest_args {
-            line.push(' ');
-            line.push_str(&quote(arg));
-        }
-        script.push_str(&format!(
-            "echo '==== {name} (capture {mode}) ===='\n{line}\nr=$?\n\
-             echo \"SONDE_E2E {name} rc=$r\"\n[ \"$r\" -eq 0 ] || rc=1\n",
-            name = binary.name
-        ));
-    }
-    script.push_str("exit $rc\n");
-    GuestCommand {
-        argv: vec!["sh".into(), "-c".into(), script],
-        env: vec![
-            ("SONDE_BIN".into(), sonde.to_string_lossy().into_owned()),
-            ("SONDE_CAPTURE".into(), mode.into()),
-            ("SONDE_EXPECT_CAPTURE".into(), mode.into()),
-            ("SONDE_EXPECT_AUTO_CAPTURE".into(), AUTO_CAPTURE.into()),
-        ],
-        // Where `cargo test` runs a test binary: its package's directory.
-        cwd: build::repo_root().join("tests"),
-    }
-}
-
 /// The exit status the guest printed for binary `name`, if it got that far.
 fn binary_rc(console: &str, name: &str) -> Option<i32> {
     let prefix = format!("SONDE_E2E {name} rc=");
     console
         .lines()
         .rev()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rc| rc.trim().parse().ok())
+        .find_map(|l| l.find(&prefix).map(|at| &l[at + prefix.len()..]))
+        .and_then(|rc| rc.split_whitespace().next()?.parse().ok())
 }
 
-fn summarize(results: &[ModeResult]) -> Result<()> {
+/// Prints a line per boot (kernel as the guest reported it, capture mode, verdict) and per test
+/// binary, then fails when any boot did.
+fn summarize(results: &[BootResult]) -> Result<()> {
     section("summary (VM)");
     let mut failed = 0;
     for result in results {
-        let ok = matches!(result.outcome, Ok(0));
+        let ok = result.passed();
         failed += usize::from(!ok);
+        let kernel = result
+            .outcome
+            .as_ref()
+            .ok()
+            .and_then(Outcome::kernel)
+            .unwrap_or_else(|| format!("Debian {}", result.release.codename()));
         println!(
-            "  capture {:<8} {}",
+            "  {kernel:<48} capture {:<10} {}",
             result.mode,
             if ok { "ok" } else { "FAILED" }
         );
-        if let Err(e) = &result.outcome {
-            println!("    {e:#}");
+        match &result.outcome {
+            Ok(o) if !ok || !o.alarms.is_empty() => println!("    {}", o.describe()),
+            Err(e) => println!("    {e:#}"),
+            Ok(_) => {}
         }
         for (name, rc) in &result.binaries {
             let status = match rc {
                 Some(0) => "ok".to_owned(),
                 Some(rc) => format!("FAILED (exit {rc})"),
-                None => "not run".to_owned(),
+                None => "not run or did not finish".to_owned(),
             };
             println!("    {name:<24} {status}");
         }
     }
     if failed > 0 {
-        bail!("{failed} of {} capture mode(s) failed", results.len());
+        bail!("{failed} of {} VM boot(s) failed", results.len());
     }
     Ok(())
 }
@@ -306,19 +547,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn select_splits_binaries_from_libtest_args() {
-        let known: BTreeSet<String> = ["http1_nginx", "tls"].map(String::from).into();
-        let args = ["tls", "keep_alive", "--nocapture"].map(String::from);
-        let (names, rest) = select(&known, &args);
-        assert_eq!(names, ["tls"]);
-        assert_eq!(rest, ["keep_alive", "--nocapture"]);
+    fn named_binaries_replace_the_suite() {
+        assert_eq!(suite_tests(Suite::Smoke, &[]), SMOKE_TESTS);
+        assert_eq!(suite_tests(Suite::Full, &[]), FULL_TESTS);
+        let named = ["tls".to_owned()];
+        assert_eq!(suite_tests(Suite::Smoke, &named), ["tls"]);
     }
 
     #[test]
-    fn select_defaults_when_no_binary_is_named() {
-        let (names, rest) = select(&BTreeSet::new(), &["keep_alive".to_owned()]);
-        assert_eq!(names, DEFAULT_TESTS);
-        assert_eq!(rest, ["keep_alive"]);
+    fn matrix_modes_are_known_and_auto_is_one_of_them() {
+        for target in &MATRIX {
+            assert!(target.modes.contains(&target.auto), "{target:?}");
+            for mode in target.modes {
+                assert!(
+                    ["fentry", "kprobe", "tracepoint"].contains(mode),
+                    "{target:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -337,9 +583,15 @@ mod tests {
 
     #[test]
     fn binary_rc_reads_the_guest_marker() {
-        let console = "==== a ====\nSONDE_E2E a rc=101\nSONDE_E2E ab rc=0\n";
+        let console =
+            "==== a ====\nSONDE_E2E a rc=101\nSONDE_E2E ab rc=0\n[ 1.2] x SONDE_E2E c rc=3\n";
         assert_eq!(binary_rc(console, "a"), Some(101));
         assert_eq!(binary_rc(console, "ab"), Some(0));
+        assert_eq!(
+            binary_rc(console, "c"),
+            Some(3),
+            "after a kernel message on the same line"
+        );
         assert_eq!(binary_rc(console, "b"), None);
     }
 }

@@ -4,15 +4,19 @@
 # Loads the modules listed in /etc/sonde-vm/modules, mounts the host's root (virtiofs tag `hostfs`)
 # read-only under a tmpfs-backed overlay at /newroot, mounts the kernel filesystems the agent and
 # the tests need inside it, then runs /etc/sonde-vm/cmd.sh chrooted there and powers off.
-# Console markers read by vm/qemu.rs (each alone on its line):
-#   SONDE_VM_UP krel=<uname -r> uptime=<seconds>   the guest is ready; the command starts
-#   SONDE_VM_RESULT rc=<N>                          the command exited with status N
-#   SONDE_VM_SETUP_FAILED <step>                    the guest could not be set up; no command ran
+# Console markers read by vm/console.rs (anywhere in a line; N is this boot's nonce, from
+# /etc/sonde-vm/nonce, which the command never sees):
+#   SONDE_VM_UP nonce=N krel=<uname -r> uptime=<s> version=<uname -v>
+#                                                   the guest is ready; the command starts
+#   SONDE_VM_ALIVE nonce=N uptime=<s>               heartbeat, every 10 s while the command runs
+#   SONDE_VM_RESULT nonce=N rc=<N>                  the command exited with status N
+#   SONDE_VM_SETUP_FAILED nonce=N <step>            the guest could not be set up; no command ran
 /bin/busybox --install -s /bin
 export PATH=/bin
+N=$(cat /etc/sonde-vm/nonce)
 
 fail() {
-    echo "SONDE_VM_SETUP_FAILED $*"
+    echo "SONDE_VM_SETUP_FAILED nonce=$N $*"
     poweroff -f
 }
 mnt() {
@@ -52,7 +56,13 @@ cp /etc/sonde-vm/cmd.sh $R/run/sonde-vm/cmd.sh || fail "copy cmd.sh"
 ip link set lo up || fail "ip link set lo up"
 hostname sonde-vm
 
-echo "SONDE_VM_UP krel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)"
+# Console log level 5: warnings reach the console, and with them the backtraces of a soft lockup
+# or of a sysrq dump (printed at the default level, 4), which `quiet` would hide.
+echo 5 >/proc/sys/kernel/printk
+# The heartbeat: the host declares the guest hung when it stops (vm/qemu.rs).
+(while sleep 10; do echo "SONDE_VM_ALIVE nonce=$N uptime=$(cut -d' ' -f1 /proc/uptime)"; done) &
+
+echo "SONDE_VM_UP nonce=$N krel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime) version=$(uname -v)"
 chroot $R /bin/sh /run/sonde-vm/cmd.sh
-echo "SONDE_VM_RESULT rc=$?"
+echo "SONDE_VM_RESULT nonce=$N rc=$?"
 poweroff -f

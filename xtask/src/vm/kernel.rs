@@ -1,25 +1,27 @@
-//! The guest kernel: Debian bookworm's `linux-image-<abi>-<flavor>` package, downloaded once with
-//! apt and extracted into the cache.
+//! The guest kernel: a Debian release's `linux-image-<abi>-<flavor>` package, downloaded once
+//! from Debian's archive and extracted into the cache.
 //!
-//! Input: a [`Flavor`]. Output: a [`Kernel`] (release name, `vmlinuz`, module tree with a
-//! `modules.dep`) under `~/.cache/sonde/vm/<release>/root/`.
+//! Input: a [`Release`] and a [`Flavor`]. Output: a [`Kernel`] (release name, `vmlinuz`, module
+//! tree with a `modules.dep`) under `~/.cache/sonde/vm/<uname -r>/root/`.
 
 use std::{
     fs,
+    os::unix::fs::symlink,
     path::{Path, PathBuf},
     process::Command,
     time::Instant,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::ValueEnum;
 
-use crate::{apt, exec};
+use super::archive::{Archive, Release};
+use crate::exec;
 
-/// Which Debian kernel image to boot. Both are 6.1 with kprobes, fentry and BTF.
+/// Which Debian kernel image to boot. Both have kprobes, fentry and BTF in every release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Flavor {
-    /// `linux-image-cloud-amd64`: 27 MB package, LZ4 image, boots fastest.
+    /// `linux-image-cloud-amd64`: 21–35 MB package, boots fastest.
     Cloud,
     /// `linux-image-amd64` (generic): 70 MB package, XZ image (about 3 s more to boot under TCG).
     Amd64,
@@ -38,7 +40,7 @@ impl Flavor {
 /// An extracted kernel package.
 #[derive(Debug)]
 pub(crate) struct Kernel {
-    /// `uname -r` of the guest, e.g. `6.1.0-56-cloud-amd64`.
+    /// `uname -r` of the guest, e.g. `6.1.0-57-cloud-amd64` or `6.12.118+deb13-cloud-amd64`.
     pub(crate) release: String,
     /// The package's files (`boot/`, `lib/modules/<release>/`).
     root: PathBuf,
@@ -56,25 +58,46 @@ impl Kernel {
     }
 }
 
-/// Returns the current kernel of `flavor`, downloading and extracting it when it is not cached.
+/// Returns the current kernel of `release` and `flavor`, downloading and extracting it when it
+/// is not cached.
 ///
-/// The ABI (`6.1.0-56`) is what the `linux-image-<flavor>` metapackage depends on, so it follows
-/// Debian's security updates; each release is cached in its own directory.
+/// The ABI (`6.1.0-57`) is what the `linux-image-<flavor>` metapackage depends on, so it follows
+/// Debian's security updates (the lists are at most a day old, see [`Archive`]); each kernel is
+/// cached in its own directory.
 ///
 /// # Errors
 /// When apt cannot resolve or download the package, or `dpkg-deb` or `busybox depmod` fails.
-pub(crate) fn ensure(flavor: Flavor) -> Result<Kernel> {
-    let release = resolve_release(flavor)?;
-    let dir = crate::toolchain::cache_dir()?.join("vm").join(&release);
+pub(crate) fn ensure(release: Release, flavor: Flavor) -> Result<Kernel> {
+    let cache = crate::toolchain::cache_dir()?.join("vm");
+    let archive = Archive::open(release, &cache)?;
+    let fresh = archive.is_fresh();
+    if !fresh {
+        archive.update()?;
+    }
+    match fetch(&archive, flavor, &cache) {
+        Err(e) if fresh => {
+            // The lists may name a package the archive no longer has: refresh them and retry.
+            println!("xtask: vm: {e:#}; refreshing the package lists and trying again");
+            archive.update()?;
+            fetch(&archive, flavor, &cache)
+        }
+        result => result,
+    }
+}
+
+/// Resolves the kernel on the current lists and downloads it unless it is cached.
+fn fetch(archive: &Archive, flavor: Flavor, cache: &Path) -> Result<Kernel> {
+    let uname = resolve(archive, flavor)?;
+    let dir = cache.join(&uname);
     let kernel = Kernel {
         root: dir.join("root"),
-        release,
+        release: uname,
     };
     if kernel.vmlinuz().is_file() && kernel.modules_dir().join("modules.dep").is_file() {
         return Ok(kernel);
     }
     let started = Instant::now();
-    download_and_extract(&kernel.release, &dir)?;
+    download_and_extract(archive, &kernel.release, &dir)?;
     println!(
         "xtask: vm: cached kernel {} in {} ({:.1} s)",
         kernel.release,
@@ -84,50 +107,43 @@ pub(crate) fn ensure(flavor: Flavor) -> Result<Kernel> {
     Ok(kernel)
 }
 
-/// The release the `linux-image-<flavor>` metapackage depends on; runs `apt-get update` first when
-/// apt does not know it yet (a fresh machine has no package lists).
-fn resolve_release(flavor: Flavor) -> Result<String> {
-    if let Some(release) = release_from_apt_cache(flavor)? {
-        return Ok(release);
-    }
-    apt::update()?;
-    release_from_apt_cache(flavor)?.with_context(|| {
-        format!(
-            "apt knows no `linux-image-{}` dependency even after `apt-get update`",
-            flavor.suffix()
-        )
-    })
-}
-
-fn release_from_apt_cache(flavor: Flavor) -> Result<Option<String>> {
+/// The kernel release the `linux-image-<flavor>` metapackage depends on.
+fn resolve(archive: &Archive, flavor: Flavor) -> Result<String> {
     let meta = format!("linux-image-{}", flavor.suffix());
-    let Ok(out) = exec::output(Command::new("apt-cache").args(["depends", &meta])) else {
-        return Ok(None);
-    };
-    Ok(parse_depends(&out, flavor))
+    let out = archive.depends(&meta)?;
+    parse_depends(&out, flavor)
+        .with_context(|| format!("`apt-cache depends {meta}` names no kernel image: {out}"))
 }
 
-/// Picks `6.1.0-56-cloud-amd64` out of `apt-cache depends linux-image-cloud-amd64`, whose output
-/// has a line `  Depends: linux-image-6.1.0-56-cloud-amd64`.
+/// Picks the release out of `apt-cache depends linux-image-cloud-amd64`, whose output has a line
+/// `  Depends: linux-image-6.1.0-57-cloud-amd64` (bookworm) or
+/// `  Depends: linux-image-6.12.118+deb13-cloud-amd64` (trixie).
 fn parse_depends(apt_cache_out: &str, flavor: Flavor) -> Option<String> {
     let suffix = format!("-{}", flavor.suffix());
     apt_cache_out
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: linux-image-"))
-        .find(|release| {
-            release.strip_suffix(&suffix).is_some_and(|abi| {
-                abi.starts_with(|c: char| c.is_ascii_digit())
-                    && abi
-                        .chars()
-                        .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
-            })
-        })
+        .find(|release| release.strip_suffix(&suffix).is_some_and(is_abi))
         .map(str::to_owned)
+}
+
+/// `6.1.0-57` or `6.12.118+deb13`: a version of digits, dots and dashes, then an optional `+`
+/// and a tag of letters and digits; `6.1.0-57-cloud` (another flavour) is not one.
+fn is_abi(abi: &str) -> bool {
+    let (version, tag) = abi.split_once('+').unwrap_or((abi, ""));
+    version.starts_with(|c: char| c.is_ascii_digit())
+        && version
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+        && tag.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 /// `apt-get download` into `<dir>/download`, `dpkg-deb -x` into `<dir>/root.partial`, `busybox
 /// depmod` (the package ships no `modules.dep`), then renames it to `<dir>/root`.
-fn download_and_extract(release: &str, dir: &Path) -> Result<()> {
+///
+/// Packages of merged-`/usr` releases (trixie) put the modules under `usr/lib/modules`; a `lib`
+/// symlink gives every release the same layout.
+fn download_and_extract(archive: &Archive, release: &str, dir: &Path) -> Result<()> {
     let download = dir.join("download");
     let partial = dir.join("root.partial");
     let root = dir.join("root");
@@ -136,15 +152,12 @@ fn download_and_extract(release: &str, dir: &Path) -> Result<()> {
     }
     fs::create_dir_all(&download)
         .with_context(|| format!("failed to create {}", download.display()))?;
-    let package = format!("linux-image-{release}");
-    exec::run(
-        Command::new("apt-get")
-            // As root, apt's sandbox user `_apt` cannot write here; don't warn about it.
-            .args(["download", "-o", "APT::Sandbox::User=root", &package])
-            .current_dir(&download),
-    )?;
-    let deb = find_deb(&download, &package)?;
+    let deb = archive.download(&format!("linux-image-{release}"), &download)?;
     exec::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+    if !partial.join("lib").exists() && partial.join("usr/lib").is_dir() {
+        symlink("usr/lib", partial.join("lib"))
+            .with_context(|| format!("failed to link {}/lib", partial.display()))?;
+    }
     exec::run(
         Command::new(super::BUSYBOX)
             .args(["depmod", "-b"])
@@ -153,21 +166,6 @@ fn download_and_extract(release: &str, dir: &Path) -> Result<()> {
     )?;
     fs::rename(&partial, &root).with_context(|| format!("failed to create {}", root.display()))?;
     remove_dir_if_exists(&download)
-}
-
-fn find_deb(dir: &Path, package: &str) -> Result<PathBuf> {
-    let prefix = format!("{package}_");
-    for entry in fs::read_dir(dir).with_context(|| format!("failed to list {}", dir.display()))? {
-        let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if name.starts_with(&prefix) && name.ends_with(".deb") {
-            return Ok(path);
-        }
-    }
-    bail!(
-        "`apt-get download {package}` left no .deb in {}",
-        dir.display()
-    )
 }
 
 fn remove_dir_if_exists(dir: &Path) -> Result<()> {
@@ -197,6 +195,17 @@ mod tests {
             parse_depends(out, Flavor::Amd64).as_deref(),
             Some("6.1.0-56-amd64")
         );
+    }
+
+    #[test]
+    fn parse_depends_reads_trixies_abi_with_a_tag() {
+        let out = "linux-image-cloud-amd64\n  Depends: linux-image-6.12.118+deb13-cloud-amd64\n";
+        assert_eq!(
+            parse_depends(out, Flavor::Cloud).as_deref(),
+            Some("6.12.118+deb13-cloud-amd64")
+        );
+        let out = "linux-image-amd64\n  Depends: linux-image-6.12.118+deb13-cloud-amd64\n";
+        assert_eq!(parse_depends(out, Flavor::Amd64), None);
     }
 
     #[test]
