@@ -39,7 +39,7 @@ use crate::{apt, build, exec};
 pub(crate) use archive::Release;
 use console::Nonce;
 pub(crate) use kernel::Flavor;
-pub(crate) use qemu::Outcome;
+pub(crate) use qemu::{Outcome, Verdict};
 
 /// The host's busybox (package `busybox-static`: the guest has no libc before the chroot).
 const BUSYBOX: &str = "/bin/busybox";

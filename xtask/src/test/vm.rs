@@ -27,7 +27,7 @@ use super::{peers, section};
 use crate::{
     build, exec,
     toolchain::Toolchain,
-    vm::{self, Flavor, Guest, GuestCommand, Machine, Outcome, Release, TcgThread},
+    vm::{self, Flavor, Guest, GuestCommand, Machine, Outcome, Release, TcgThread, Verdict},
 };
 
 /// How much of the suite a kernel runs.
@@ -191,18 +191,41 @@ struct TestBinary {
 struct BootResult {
     release: Release,
     mode: String,
+    /// The harness's own check rather than the e2e tests.
+    self_test: bool,
     /// Exit status per test binary, from the guest's `SONDE_E2E <name> rc=<N>` lines.
     binaries: Vec<(String, Option<i32>)>,
     outcome: Result<Outcome>,
 }
 
 impl BootResult {
+    /// The tests exited 0, or the watchdog self-test saw what a hang must give: the verdict
+    /// `Hung`, qemu's register dump and the kernel's task dump.
     fn passed(&self) -> bool {
-        self.outcome
-            .as_ref()
-            .is_ok_and(|o| o.verdict.rc() == Some(0))
+        self.outcome.as_ref().is_ok_and(|o| {
+            if self.self_test {
+                o.verdict == Verdict::Hung
+                    && o.console.contains("RIP=")
+                    && o.console.contains("sysrq: Show State")
+            } else {
+                o.verdict.rc() == Some(0)
+            }
+        })
     }
 }
+
+/// The watchdog self-test's guest command: stops `/init`'s heartbeat (the children of PID 1
+/// running `/init`), then idles, so the host must declare the guest hung and dump it.
+const STOP_HEARTBEAT: &str = r#"for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    [ "$pid" = 1 ] || [ "$pid" = $$ ] && continue
+    [ "$(awk '/^PPid:/ { print $2 }' "$p/status" 2>/dev/null)" = 1 ] || continue
+    if tr '\0' ' ' <"$p/cmdline" | grep -q '/init'; then
+        kill -STOP "$pid" && echo "watchdog self-test: stopped the heartbeat (pid $pid)"
+    fi
+done
+exec sleep 100000
+"#;
 
 /// Installs the peers, builds `sonde` and the test binaries, then boots each kernel of the matrix
 /// once per capture mode.
@@ -255,6 +278,18 @@ pub(crate) fn test(toolchain: &Toolchain, opts: &VmArgs, test_args: &[String]) -
     }
     // The longest boots first, so the short ones fill in around them.
     boots.sort_by_key(|b| b.target.suite != Suite::Full);
+    // The watchdog proves itself once per default run, on the first kernel.
+    if let (true, Some((target, guest))) = (named.is_empty(), guests.first()) {
+        boots.push(Boot {
+            guest,
+            target,
+            mode: "watchdog".to_owned(),
+            run: None,
+            sonde: &sonde,
+            binaries: Vec::new(),
+            libtest_args: &libtest_args,
+        });
+    }
     let jobs = opts.jobs().min(boots.len()).max(1);
     section(&format!(
         "end-to-end tests in {} VM boot(s), {jobs} at a time",
@@ -317,6 +352,11 @@ struct Boot<'a> {
 }
 
 impl Boot<'_> {
+    /// Whether this boot is the watchdog self-test (no binaries; its heartbeat is stopped).
+    fn is_self_test(&self) -> bool {
+        self.mode == "watchdog"
+    }
+
     /// `Debian bookworm (6.1), capture fentry`.
     fn title(&self) -> String {
         let release = self.target.release;
@@ -326,7 +366,13 @@ impl Boot<'_> {
             release.series(),
             self.mode
         );
-        if let Some(run) = self.run {
+        if self.is_self_test() {
+            title = format!(
+                "Debian {} ({}), watchdog self-test (heartbeat stopped: must be declared hung)",
+                release.codename(),
+                release.series()
+            );
+        } else if let Some(run) = self.run {
             title.push_str(&format!(", run {run}"));
         }
         title
@@ -344,7 +390,16 @@ impl Boot<'_> {
         if let Some(run) = self.run {
             name.push_str(&format!("-{run}"));
         }
-        let outcome = self.guest.boot(&self.guest_command(), &name, echo);
+        let command = if self.is_self_test() {
+            GuestCommand {
+                argv: vec!["sh".into(), "-c".into(), STOP_HEARTBEAT.into()],
+                env: Vec::new(),
+                cwd: build::repo_root().to_path_buf(),
+            }
+        } else {
+            self.guest_command()
+        };
+        let outcome = self.guest.boot(&command, &name, echo);
         let binaries = {
             let console = outcome.as_ref().map_or("", |o| o.console.as_str());
             self.binaries
@@ -355,6 +410,7 @@ impl Boot<'_> {
         let result = BootResult {
             release,
             mode: self.mode.clone(),
+            self_test: self.is_self_test(),
             binaries,
             outcome,
         };
@@ -517,13 +573,19 @@ fn summarize(results: &[BootResult]) -> Result<()> {
             .ok()
             .and_then(Outcome::kernel)
             .unwrap_or_else(|| format!("Debian {}", result.release.codename()));
+        let what = if result.self_test {
+            "watchdog self-test".to_owned()
+        } else {
+            format!("capture {}", result.mode)
+        };
         println!(
-            "  {kernel:<48} capture {:<10} {}",
-            result.mode,
+            "  {kernel:<48} {what:<18} {}",
             if ok { "ok" } else { "FAILED" }
         );
         match &result.outcome {
-            Ok(o) if !ok || !o.alarms.is_empty() => println!("    {}", o.describe()),
+            Ok(o) if !ok || !o.alarms.is_empty() || result.self_test => {
+                println!("    {}", o.describe());
+            }
             Err(e) => println!("    {e:#}"),
             Ok(_) => {}
         }

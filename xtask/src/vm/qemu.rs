@@ -161,18 +161,19 @@ impl Outcome {
                 BOOT_LIMIT.as_secs()
             ),
             Verdict::Hung => format!(
-                "the guest hung: no heartbeat for {} s{alarm}; its CPUs' and tasks' stacks were \
-                 dumped with sysrq {SYSRQ_HUNG} (above, and in {log})",
+                "the guest hung: no heartbeat for {} s{alarm}; its CPUs (qemu monitor) and \
+                 stacks (sysrq {SYSRQ_HUNG}) were dumped into the console ({log})",
                 HEARTBEAT_STALL.as_secs()
             ),
             Verdict::Stuck => format!(
                 "the command printed nothing for {} s although the guest was alive{alarm}; its \
-                 tasks' stacks were dumped with sysrq {SYSRQ_HUNG} (above, and in {log})",
+                 CPUs (qemu monitor) and stacks (sysrq {SYSRQ_HUNG}) were dumped into the \
+                 console ({log})",
                 SILENCE_LIMIT.as_secs()
             ),
             Verdict::TimedOut => format!(
-                "timed out without a result{alarm}; stacks dumped with sysrq {SYSRQ_HUNG} \
-                 (above, and in {log})"
+                "timed out without a result{alarm}; its CPUs (qemu monitor) and stacks (sysrq \
+                 {SYSRQ_HUNG}) were dumped into the console ({log})"
             ),
             Verdict::Crashed(why) => format!("{why}{alarm} (serial log: {log})"),
         }
@@ -429,10 +430,14 @@ impl Watch {
             return;
         }
         println!(
-            "xtask: vm {}: {:?} after {:.0} s; dumping the guest's CPUs (qemu monitor) and \
+            "xtask: vm {}: {} after {:.0} s; dumping the guest's CPUs (qemu monitor) and \
              stacks (sysrq {SYSRQ_HUNG})",
             self.name,
-            self.verdict,
+            match self.verdict {
+                Some(Verdict::Hung) => "no heartbeat",
+                Some(Verdict::Stuck) => "no output",
+                _ => "timed out",
+            },
             self.started.elapsed().as_secs_f64()
         );
         self.input.monitor(&monitor_dump(self.cpus));
