@@ -43,23 +43,38 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(agent::run(config, shutdown_signal()))?;
+    runtime.block_on(async {
+        // The handlers exist before the pipeline logs `capture ready`: a supervisor that stops
+        // the agent as soon as it is ready must not have its SIGTERM lost.
+        let shutdown = shutdown_signal();
+        agent::run(config, shutdown).await
+    })?;
     Ok(())
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now (inside the runtime); the future resolves on the
+/// first of them.
+///
+/// Installing them lazily, at the future's first poll after `capture ready` was logged, lost a
+/// SIGTERM sent right then (a signal delivered between tokio enabling the handler and
+/// registering its listener is not seen by that listener): the agent kept running, idle, and the
+/// VM stage's `capture_modes` test waited for it until the 600 s silence limit (fresh-machine run
+/// 3, Debian 6.1, fentry mode).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
