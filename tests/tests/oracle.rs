@@ -20,7 +20,9 @@
 //! 3. every span meets the attribute contract of `expect::HttpSpan` (pids, peer ports, body sizes,
 //!    span status);
 //! 4. each SERVER span's duration agrees with nginx's own `$request_time` for that path within
-//!    [`TOLERANCE`] (reasoning there); the maximum and median deviations are printed;
+//!    [`TOLERANCE`] (reasoning there), except at most [`MAX_STALE_CLOCK`] requests, and the median
+//!    deviation is within [`MEDIAN_TOLERANCE`]; the maximum and median deviations, and the
+//!    machine's steal time during the load, are printed;
 //! 5. each CLIENT span contains its SERVER span (same kernel clock) within [`CONTAINMENT_SLACK`].
 
 use std::{
@@ -55,10 +57,28 @@ const N: usize = 230;
 /// `SCHED_FIFO` here ([`make_realtime`]): the reference clock is then only as stale as nginx's own
 /// work. Both clocks run at the kernel's rate, so nothing grows with the duration.
 ///
+/// `SCHED_FIFO` cannot keep the hypervisor from descheduling the whole virtual CPU between nginx's
+/// clock reading and its syscall (steal time, `/proc/stat`'s 8th `cpu` field, which grows by a few
+/// ticks a minute on this 2-core VM even when idle). Seen twice in 2026-11 on landed code, in
+/// opposite directions, one request of 230 each time: `POST /post/209` span 0.405 ms vs nginx 5 ms
+/// (nginx's start reading stale), a span 25.52 ms vs nginx 23 ms (nginx's end reading stale). Those
+/// are the reference's errors, not the agent's, so up to [`MAX_STALE_CLOCK`] requests may be off by
+/// more; a wrong timing rule in the agent (a span started at the second part of a split head or
+/// at a request body's read, ended at a first sendfile) would be off for dozens.
+///
 /// A span that started at a later read (the second part of a split head: 6 ms or more later) or
 /// ended at an earlier write (the first of the slow responses' sendfile calls, about 15 ms apart)
 /// is outside it.
 const TOLERANCE: Duration = Duration::from_millis(2);
+
+/// Requests whose deviation may exceed [`TOLERANCE`]: nginx's clock was stale (see there). The
+/// load has 20 split-head GETs, 48 POSTs with a body and 4 slow responses, so an error in an
+/// agent-side timing rule shows up far above this.
+const MAX_STALE_CLOCK: usize = 2;
+
+/// Largest accepted median |SERVER span duration − nginx `$request_time`|: the millisecond
+/// truncation alone makes it about 0.5 ms.
+const MEDIAN_TOLERANCE: Duration = Duration::from_millis(1);
 
 /// The client's write of the first request byte precedes the server's read of it, and the server's
 /// write of the last response byte precedes the client's read of it, except that the two syscalls
@@ -344,6 +364,17 @@ fn ms(ns: u128) -> String {
     format!("{}.{:03} ms", ns / 1_000_000, ns % 1_000_000 / 1_000)
 }
 
+/// The machine's total steal time so far, in `USER_HZ` ticks (`/proc/stat`, first line, 8th field):
+/// time the hypervisor ran something else while a virtual CPU of this machine wanted to run.
+fn steal_ticks() -> u64 {
+    let stat = fs::read_to_string("/proc/stat").expect("read /proc/stat");
+    stat.lines()
+        .next()
+        .and_then(|cpu| cpu.split_whitespace().nth(8))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Puts process `pid` in `SCHED_FIFO` (priority 10), so other work on the machine cannot preempt it
 /// between the clock reading of its event-loop turn and the syscalls of that turn.
 fn make_realtime(pid: u32) {
@@ -384,6 +415,7 @@ fn mixed_load_spans_match_nginx_log() {
     let port = w.port();
 
     let batches = plan();
+    let steal_before = steal_ticks();
     let sent: Vec<(Client, Planned, ClientRun, Transfer)> = thread::scope(|s| {
         let handles: Vec<_> = batches
             .iter()
@@ -404,6 +436,7 @@ fn mixed_load_spans_match_nginx_log() {
             .collect()
     });
     assert_eq!(sent.len(), N);
+    let steal = steal_ticks().saturating_sub(steal_before);
 
     let spans = w.finish(2 * N);
 
@@ -440,6 +473,7 @@ fn mixed_load_spans_match_nginx_log() {
 
     // 3, 4 and 5, every failure listed at once.
     let mut failures = Vec::new();
+    let mut stale_clock = Vec::new();
     let mut deviations: Vec<(u128, &Planned, i128, u64)> = Vec::new();
     for (client, req, run, t) in &sent {
         let (Some(server_span), Some(client_span)) = (
@@ -478,7 +512,7 @@ fn mixed_load_spans_match_nginx_log() {
         let deviation = span_ns - nginx_ns;
         deviations.push((deviation.unsigned_abs(), req, span_ns, line.request_time_ms));
         if deviation.unsigned_abs() > TOLERANCE.as_nanos() {
-            failures.push(format!(
+            stale_clock.push(format!(
                 "SERVER {} {}: duration {span_ns} ns, nginx $request_time {} ms: off by {}, more \
                  than {TOLERANCE:?}",
                 req.method,
@@ -516,7 +550,7 @@ fn mixed_load_spans_match_nginx_log() {
         .collect();
     let mut report = format!(
         "SERVER span duration vs nginx $request_time over {} requests: median {}, p90 {}, max {} \
-         (tolerance {TOLERANCE:?})",
+         (tolerance {TOLERANCE:?}); steal time during the load: {steal} ticks",
         all.len(),
         ms(percentile(&all, 50)),
         ms(percentile(&all, 90)),
@@ -539,6 +573,21 @@ fn mixed_load_spans_match_nginx_log() {
         );
     }
     println!("{report}");
+    if !stale_clock.is_empty() {
+        println!(
+            "beyond {TOLERANCE:?} (allowed for {MAX_STALE_CLOCK}):\n  {}",
+            stale_clock.join("\n  ")
+        );
+    }
+    if stale_clock.len() > MAX_STALE_CLOCK {
+        failures.append(&mut stale_clock);
+    }
+    if percentile(&all, 50) > MEDIAN_TOLERANCE.as_nanos() {
+        failures.push(format!(
+            "median deviation {} above {MEDIAN_TOLERANCE:?}",
+            ms(percentile(&all, 50))
+        ));
+    }
     assert!(
         long.len() >= 20,
         "harness: only {} requests took >= 5 ms by nginx's clock: the duration check lost its \
