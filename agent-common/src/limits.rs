@@ -9,7 +9,11 @@
 pub const MAX_CAPTURE_BYTES: usize = 4096;
 
 /// Maximum number of `iovec` entries copied for `readv`/`writev`/`sendmsg`/`recvmsg`.
-pub const MAX_IOVECS: usize = 4;
+///
+/// 32: gRPC's C core writes each HTTP/2 frame header and payload slice as its own iovec (a unary
+/// response is 6 or more), and h2o/envoy-style servers gather many small frames into one
+/// `sendmsg`. Bytes of iovecs past this are accounted by length only (a hole).
+pub const MAX_IOVECS: usize = 32;
 
 /// Default size of the `EVENTS` ring buffer. Userspace may resize it at load time.
 ///
