@@ -491,7 +491,9 @@ fn keepalive_exchanges(role: Role) -> Vec<Observed> {
 
 /// The route of a server exchange as [`agent::telemetry::export::Exporter`] computes it.
 fn route_of(router: &mut Router, obs: &Observed) -> Option<String> {
-    let ExchangeKind::Http(http) = &obs.exchange.kind;
+    let ExchangeKind::Http(http) = &obs.exchange.kind else {
+        return None;
+    };
     let r = router.route(u64::from(obs.exchange.conn.tgid), &http.path);
     (!r.is_overflow()).then(|| r.as_str().to_owned())
 }
@@ -503,7 +505,9 @@ fn span_build(c: &mut Criterion) {
     let client = keepalive_exchanges(Role::Client);
     let mut traced = server.clone();
     for obs in &mut traced {
-        let ExchangeKind::Http(http) = &mut obs.exchange.kind;
+        let ExchangeKind::Http(http) = &mut obs.exchange.kind else {
+            unreachable!("keep-alive exchanges are HTTP");
+        };
         http.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
     }
     group.throughput(Throughput::Elements(

@@ -43,14 +43,42 @@ pub struct Exchange {
     pub kind: ExchangeKind,
 }
 
-/// Protocol-specific payload of an [`Exchange`]; one variant per protocol.
+/// What an [`Exchange`] was, by semantic family (not by wire protocol): span names, attributes,
+/// status rules and metrics are written once per family in [`crate::telemetry`], so a new wire
+/// protocol of a known family (HTTP/3, Connect, ...) adds no telemetry code.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExchangeKind {
-    /// HTTP/1.x (RFC 9112).
+    /// An HTTP request and its final response: HTTP/1.x (RFC 9112) or HTTP/2 (RFC 9113).
     Http(HttpExchange),
+    /// A remote procedure call: gRPC over HTTP/2.
+    Rpc(RpcExchange),
 }
 
-/// An HTTP/1.x request and its final (non-1xx) response.
+/// HTTP version of an exchange (`network.protocol.version`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HttpVersion {
+    /// `HTTP/1.0`.
+    Http10,
+    /// `HTTP/1.1`.
+    #[default]
+    Http11,
+    /// HTTP/2 (RFC 9113), cleartext or over TLS.
+    Http2,
+}
+
+impl HttpVersion {
+    /// The `network.protocol.version` value: `1.0`, `1.1`, `2`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http10 => "1.0",
+            Self::Http11 => "1.1",
+            Self::Http2 => "2",
+        }
+    }
+}
+
+/// An HTTP request and its final (non-1xx) response.
 ///
 /// Redaction happens before this type is built: no query string, no header values other than
 /// those named here.
@@ -61,9 +89,9 @@ pub struct HttpExchange {
     /// Path of the request target without the query string or fragment (`/users/42`). For the
     /// absolute form (`GET http://h/p`) just the path; for `*` or authority form, the target as is.
     pub path: String,
-    /// Minor version of `HTTP/1.x` from the request line (0 or 1).
-    pub version_minor: u8,
-    /// `Host` header value (may include `:port`).
+    /// Version: from the request line for HTTP/1.x.
+    pub version: HttpVersion,
+    /// `Host` header value, or HTTP/2's `:authority` (may include `:port`).
     pub host: Option<String>,
     /// `User-Agent` header value.
     pub user_agent: Option<String>,
@@ -76,4 +104,38 @@ pub struct HttpExchange {
     pub request_body_bytes: Option<u64>,
     /// Response body bytes (as above); `None` when the end of a chunked body had to be guessed.
     pub response_body_bytes: Option<u64>,
+}
+
+/// The RPC system of an [`RpcExchange`] (`rpc.system.name`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RpcSystem {
+    /// gRPC over HTTP/2 (<https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md>).
+    Grpc,
+}
+
+/// One remote procedure call: a request stream and its response stream with a final status.
+///
+/// Redaction happens before this type is built: no message bytes, no metadata values other than
+/// those named here (never `grpc-message`, which may carry application data).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RpcExchange {
+    /// RPC system.
+    pub system: RpcSystem,
+    /// Fully qualified method, `package.Service/Method` (gRPC: the `:path` without its leading
+    /// `/`).
+    pub method: String,
+    /// Final status code (gRPC: `grpc-status`, 0 = OK ... 16 = UNAUTHENTICATED); `None` when the
+    /// call ended without one being seen.
+    pub status: Option<u32>,
+    /// The `:authority` the call was sent to (may include `:port`).
+    pub authority: Option<String>,
+    /// `user-agent` of the calling side.
+    pub user_agent: Option<String>,
+    /// W3C `traceparent` metadata, if the request carried one.
+    pub traceparent: Option<String>,
+    /// Request message bytes (sum of DATA payloads, gRPC framing included); `None` when some of
+    /// the stream was lost.
+    pub request_bytes: Option<u64>,
+    /// Response message bytes, as above.
+    pub response_bytes: Option<u64>,
 }

@@ -331,6 +331,12 @@ fn publish(
             .iter()
             .map(|(k, v)| (*k, *v))
             .collect(),
+        parse: table
+            .stats()
+            .parse
+            .iter()
+            .map(|((protocol, reason), v)| (*protocol, *reason, *v))
+            .collect(),
         decode_errors: stats.decode_errors.iter().map(|(k, v)| (*k, *v)).collect(),
         connections: table.len() as u64,
     });
@@ -355,6 +361,13 @@ fn log_stats(kernel: &Result<Vec<KernelCount>, MapError>, table: &ConnTable, sta
         .counters
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
+        .chain(
+            table
+                .stats()
+                .parse
+                .iter()
+                .map(|((p, k), v)| format!("{}.{k}={v}", p.name())),
+        )
         .collect();
     conn.sort();
     let mut decode: Vec<_> = stats

@@ -11,7 +11,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use agent::exchange::Role;
+use agent::exchange::{HttpVersion, Role};
 use agent::proto::http1::{Completed, ParseStats, Tracker};
 use agent::proto::Chunk;
 use agent_common::limits::MAX_CAPTURE_BYTES;
@@ -68,7 +68,7 @@ fn exchange_json(done: &Completed) -> Value {
         "end_ns": done.end_ns,
         "method": h.method,
         "path": h.path,
-        "version_minor": h.version_minor,
+        "version_minor": u8::from(h.version != HttpVersion::Http10),
         "host": h.host,
         "user_agent": h.user_agent,
         "traceparent": h.traceparent,

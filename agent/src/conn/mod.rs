@@ -6,7 +6,12 @@
 //! A connection's role and 4-tuple come from its `inet_sock_set_state` record (`SYN_SENT` →
 //! client, `SYN_RECV` → server) or, for connections opened before the agent, from `/proc`
 //! ([`resolve`]). Byte sequence numbers from the kernel reveal lost records; a gap resets the
-//! tracker's framing in that direction instead of pairing the wrong messages.
+//! parser's framing in that direction instead of pairing the wrong messages.
+//!
+//! The table knows no protocol: the first chunks of a connection go to [`proto::detect`] until a
+//! protocol claims one (that chunk and all later ones go to its [`Parser`]); a connection no
+//! protocol claims after [`UNCLAIMED_CHUNKS`] chunks each way becomes opaque. TLS plaintext
+//! arriving for a socket starts detection again on the plaintext stream.
 
 pub mod resolve;
 
@@ -25,10 +30,13 @@ use agent_common::{
 use crate::{
     config::Selection,
     enrich::process::{ProcessCache, ProcessInfo},
-    exchange::{ConnInfo, Exchange, ExchangeKind, Role},
-    proto::{http1, Chunk},
+    exchange::{ConnInfo, Exchange, Role},
+    proto::{self, Chunk, Completed, Flow, Parser, Protocol, Side, Start},
     ringbuf::DataRecord,
 };
+
+/// Non-empty chunks each way that no protocol claimed before a connection becomes opaque.
+pub const UNCLAIMED_CHUNKS: u8 = 3;
 
 /// How long a closed socket's late records are recognised as such.
 const CLOSED_LINGER: Duration = Duration::from_secs(5);
@@ -45,17 +53,25 @@ pub struct Observed {
     pub process: Arc<ProcessInfo>,
 }
 
-/// Connection-level counters, labelled by reason (self-telemetry).
+/// Connection-table and parser counters (self-telemetry).
 #[derive(Debug, Default, Clone)]
 pub struct ConnStats {
-    /// Counter name (snake_case, includes the reason) → value.
+    /// The table's own events (snake_case name → count): `conn_opened`, `seq_gap`, ...
     pub counters: HashMap<&'static str, u64>,
+    /// What parsers dropped or repaired: (protocol, reason) → count.
+    pub parse: HashMap<(Protocol, &'static str), u64>,
 }
 
 impl ConnStats {
     fn add(&mut self, name: &'static str, n: u64) {
         if n > 0 {
             *self.counters.entry(name).or_default() += n;
+        }
+    }
+
+    fn add_parse(&mut self, protocol: Protocol, reason: &'static str, n: u64) {
+        if n > 0 {
+            *self.parse.entry((protocol, reason)).or_default() += n;
         }
     }
 }
@@ -71,18 +87,46 @@ struct Opened {
 
 #[derive(Debug)]
 enum State {
-    /// Traced: an HTTP/1 tracker and the next expected byte offset per direction (of the socket
-    /// bytes, or of the TLS plaintext once `info.tls`).
+    /// Traced: what is known of the protocol, and the next expected byte offset per direction
+    /// (of the socket bytes, or of the TLS plaintext once `info.tls`).
     Tracked {
         info: ConnInfo,
         process: Arc<ProcessInfo>,
-        tracker: Box<http1::Tracker>,
         next_seq: [Option<u64>; 2],
-        /// The tracker gave up on these bytes; only TLS plaintext can revive the connection.
-        not_http: bool,
+        /// The agent saw the connection open: its first bytes are the protocol's first bytes.
+        from_start: bool,
+        proto: Proto,
     },
     /// Not traced (filtered out or unresolvable); bytes are skipped cheaply.
     Ignored,
+}
+
+/// The protocol side of a traced connection.
+#[derive(Debug)]
+enum Proto {
+    /// No protocol claimed it yet.
+    Detecting {
+        /// Non-empty chunks no protocol claimed, per direction.
+        unclaimed: [u8; 2],
+        /// The next chunk of each direction is that direction's first byte.
+        first: [bool; 2],
+    },
+    /// A protocol's parser follows it.
+    Parsing {
+        protocol: Protocol,
+        parser: Box<dyn Parser>,
+    },
+    /// Nobody's (or a parser gave up): bytes are skipped; only TLS plaintext can revive it.
+    Opaque,
+}
+
+impl Proto {
+    fn detecting(from_start: bool) -> Self {
+        Self::Detecting {
+            unclaimed: [0; 2],
+            first: [from_start; 2],
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -111,7 +155,7 @@ pub struct ConnTable {
     selection: Selection,
     idle_timeout: Duration,
     stats: ConnStats,
-    completed: Vec<http1::Completed>,
+    completed: Vec<Completed>,
 }
 
 impl ConnTable {
@@ -196,17 +240,22 @@ impl ConnTable {
         if let State::Tracked {
             info,
             process,
-            mut tracker,
+            proto:
+                Proto::Parsing {
+                    protocol,
+                    mut parser,
+                },
             ..
         } = conn.state
         {
-            tracker.on_close(ts_ns, &mut self.completed);
+            parser.on_close(ts_ns, &mut self.completed);
             drain(
                 &mut self.stats,
                 &mut self.completed,
                 &info,
                 &process,
-                &mut tracker,
+                protocol,
+                parser.as_mut(),
                 out,
             );
         }
@@ -236,9 +285,9 @@ impl ConnTable {
         let State::Tracked {
             info,
             process,
-            tracker,
             next_seq,
-            not_http,
+            from_start,
+            proto,
         } = &mut conn.state
         else {
             return;
@@ -246,21 +295,18 @@ impl ConnTable {
         let tls = rec.source.is_tls();
         if tls && !info.tls {
             // First plaintext from a TLS library: the bytes seen so far were the handshake and
-            // ciphertext. Parse the plaintext stream from scratch (it has its own offsets).
+            // ciphertext. Detect and parse the plaintext stream from scratch (it has its own
+            // offsets).
             info.tls = true;
-            **tracker = http1::Tracker::new(info.role);
+            *proto = Proto::detecting(*from_start);
             *next_seq = [None; 2];
-            *not_http = false;
             self.stats.add("conn_tls", 1);
         }
-        if *not_http || tls != info.tls {
+        if matches!(proto, Proto::Opaque) || tls != info.tls {
             return;
         }
         let idx = rec.direction as usize & 1;
-        if next_seq[idx].is_some_and(|expected| expected != h.seq) {
-            self.stats.add("seq_gap", 1);
-            tracker.on_gap(rec.direction);
-        }
+        let gap = next_seq[idx].is_some_and(|expected| expected != h.seq);
         next_seq[idx] = Some(h.seq.wrapping_add(h.len));
         let chunk = Chunk {
             start_ns: h.ts_enter_ns,
@@ -268,19 +314,65 @@ impl ConnTable {
             data: rec.payload,
             len: h.len,
         };
-        tracker.on_chunk(rec.direction, chunk, &mut self.completed);
+        if gap {
+            self.stats.add("seq_gap", 1);
+        }
+        if let Proto::Detecting { unclaimed, first } = proto {
+            if gap {
+                first[idx] = false;
+            }
+            let side = Side::of(info.role, rec.direction);
+            let Some(spec) = proto::detect(side, chunk.data, first[idx]) else {
+                self.stats.add("conn_unclaimed_chunks", 1);
+                first[idx] = false;
+                if !chunk.data.is_empty() {
+                    unclaimed[idx] = unclaimed[idx].saturating_add(1);
+                }
+                if unclaimed.iter().all(|n| *n >= UNCLAIMED_CHUNKS) {
+                    // Kept (not forgotten): TLS plaintext may still arrive for this socket.
+                    self.stats.add("conn_opaque", 1);
+                    *proto = Proto::Opaque;
+                }
+                return;
+            };
+            // From the beginning only if no byte of either direction went by unparsed.
+            let start = if first.iter().all(|f| *f) {
+                Start::Beginning
+            } else {
+                Start::Joined
+            };
+            self.stats.add(spec.protocol.detected_event(), 1);
+            *proto = Proto::Parsing {
+                protocol: spec.protocol,
+                parser: (spec.new)(info.role, start),
+            };
+        } else if let (true, Proto::Parsing { parser, .. }) = (gap, &mut *proto) {
+            parser.on_gap(rec.direction);
+        }
+        let Proto::Parsing { protocol, parser } = proto else {
+            return;
+        };
+        parser.on_chunk(rec.direction, chunk, &mut self.completed);
         drain(
             &mut self.stats,
             &mut self.completed,
             info,
             process,
-            tracker,
+            *protocol,
+            parser.as_mut(),
             out,
         );
-        if tracker.is_not_http() {
-            // Kept (not forgotten): TLS plaintext may still arrive for this socket.
-            self.stats.add("conn_not_http", 1);
-            *not_http = true;
+        match parser.flow() {
+            Flow::Parsing => {}
+            Flow::NotMine => {
+                // Kept (not forgotten): TLS plaintext may still arrive for this socket.
+                self.stats.add("conn_opaque", 1);
+                *proto = Proto::Opaque;
+            }
+            Flow::Switched => {
+                self.stats.add("conn_protocol_switch", 1);
+                *proto = Proto::detecting(*from_start);
+            }
         }
     }
 
@@ -317,6 +409,7 @@ impl ConnTable {
             self.stats.add("conn_own_export", 1);
             return State::Ignored;
         }
+        let from_start = first_seq.is_some();
         State::Tracked {
             info: ConnInfo {
                 role,
@@ -326,9 +419,9 @@ impl ConnTable {
                 tls: false,
             },
             process,
-            tracker: Box::new(http1::Tracker::new(role)),
             next_seq: [first_seq; 2],
-            not_http: false,
+            from_start,
+            proto: Proto::detecting(from_start),
         }
     }
 
@@ -355,25 +448,24 @@ impl ConnTable {
     }
 }
 
-/// Moves a tracker's completed exchanges and counters out.
+/// Moves a parser's completed exchanges and counters out.
 fn drain(
     stats: &mut ConnStats,
-    completed: &mut Vec<http1::Completed>,
+    completed: &mut Vec<Completed>,
     info: &ConnInfo,
     process: &Arc<ProcessInfo>,
-    tracker: &mut http1::Tracker,
+    protocol: Protocol,
+    parser: &mut dyn Parser,
     out: &mut Vec<Observed>,
 ) {
-    for (reason, n) in tracker.take_stats().iter() {
-        stats.add(reason, n);
-    }
+    parser.take_counters(&mut |reason, n| stats.add_parse(protocol, reason, n));
     for c in completed.drain(..) {
         out.push(Observed {
             exchange: Exchange {
                 conn: info.clone(),
                 start_ns: c.start_ns,
                 end_ns: c.end_ns.max(c.start_ns),
-                kind: ExchangeKind::Http(c.http),
+                kind: c.kind,
             },
             process: Arc::clone(process),
         });
@@ -394,6 +486,7 @@ fn sockaddr(family: u16, addr: &[u8; 16], port: u16) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exchange::ExchangeKind;
     use agent_common::{DataEventHeader, DataSource, Direction, EventKind};
 
     const SK: u64 = 0xffff_8880_1234_5000;
@@ -478,7 +571,9 @@ mod tests {
         assert_eq!(ex.conn.local, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(ex.conn.peer, "127.0.0.1:50000".parse().unwrap());
         assert_eq!((ex.start_ns, ex.end_ns), (110, 210));
-        let ExchangeKind::Http(h) = &ex.kind;
+        let ExchangeKind::Http(h) = &ex.kind else {
+            panic!("not HTTP: {ex:?}");
+        };
         assert_eq!((h.path.as_str(), h.status), ("/a", 200));
         t.on_conn_event(&closed(SK), now, &mut out);
         assert!(t.is_empty());
@@ -545,7 +640,7 @@ mod tests {
                 seq[idx] += hello.len() as u64;
             }
         }
-        assert_eq!(t.stats().counters.get("conn_not_http"), Some(&1));
+        assert_eq!(t.stats().counters.get("conn_opaque"), Some(&1));
         // Then the plaintext from SSL_read/SSL_write (its own stream offsets, from 0).
         t.on_data(&tls(Direction::Ingress, 0, 100, REQ), now, &mut out);
         // Ciphertext still arriving for the socket is ignored, not parsed.
@@ -555,9 +650,66 @@ mod tests {
         let ex = &out[0].exchange;
         assert!(ex.conn.tls);
         assert_eq!(ex.conn.role, Role::Server);
-        let ExchangeKind::Http(h) = &ex.kind;
+        let ExchangeKind::Http(h) = &ex.kind else {
+            panic!("not HTTP: {ex:?}");
+        };
         assert_eq!((h.path.as_str(), h.status), ("/a", 200));
         assert_eq!(t.stats().counters.get("conn_tls"), Some(&1));
+    }
+
+    /// An HTTP/2 frame (RFC 9113 §4.1).
+    fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = u32::try_from(payload.len()).unwrap().to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// An HPACK block of literal fields without indexing (RFC 7541 §6.2.2), short strings.
+    fn h2_block(fields: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for (name, value) in fields {
+            b.push(0);
+            b.push(u8::try_from(name.len()).unwrap());
+            b.extend_from_slice(name.as_bytes());
+            b.push(u8::try_from(value.len()).unwrap());
+            b.extend_from_slice(value.as_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn h2c_grpc_connection_is_detected_and_parsed() {
+        let mut t = ConnTable::new(Selection::default(), Duration::from_secs(60));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        t.on_conn_event(&established(SK, TCP_SYN_RECV), now, &mut out);
+        let mut req = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        req.extend(h2_frame(4, 0, 0, &[]));
+        let headers = h2_block(&[
+            (":method", "POST"),
+            (":path", "/sonde.test.Echo/Unary"),
+            ("content-type", "application/grpc"),
+        ]);
+        req.extend(h2_frame(1, 0x4, 1, &headers));
+        req.extend(h2_frame(0, 0x1, 1, b"\0\0\0\0\x02hi"));
+        t.on_data(&data(Direction::Ingress, 0, 100, &req), now, &mut out);
+        let mut resp = h2_frame(4, 0, 0, &[]);
+        resp.extend(h2_frame(1, 0x4, 1, &h2_block(&[(":status", "200")])));
+        resp.extend(h2_frame(0, 0, 1, b"\0\0\0\0\x02hi"));
+        resp.extend(h2_frame(1, 0x5, 1, &h2_block(&[("grpc-status", "0")])));
+        t.on_data(&data(Direction::Egress, 0, 200, &resp), now, &mut out);
+        assert_eq!(out.len(), 1, "{:?}", t.stats());
+        let ExchangeKind::Rpc(rpc) = &out[0].exchange.kind else {
+            panic!("not RPC: {out:?}");
+        };
+        assert_eq!(
+            (rpc.method.as_str(), rpc.status),
+            ("sonde.test.Echo/Unary", Some(0))
+        );
+        assert_eq!(t.stats().counters.get("conn_detected_http2"), Some(&1));
+        assert!(t.stats().parse.is_empty(), "{:?}", t.stats().parse);
     }
 
     #[test]

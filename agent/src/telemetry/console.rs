@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! 2026-11-21T16:52:01.123456Z SERVER nginx[1234] GET /index.html 200 1.234ms <-127.0.0.1:50000 https trace=4bf9…
+//! 2026-11-21T16:52:02.000001Z CLIENT python3.11[77] sonde.test.Echo/Unary OK 0.912ms ->127.0.0.1:50051 grpc trace=…
 //! ```
 
 use std::{
@@ -64,8 +65,11 @@ pub fn format_line(out: &mut String, process: &str, span: &SpanData) {
         SpanKind::Internal => "INTERNAL",
     };
     let dash = Value::from("-");
-    let path = attr(span, semconv::URL_PATH).unwrap_or(&dash);
-    let status = attr(span, semconv::HTTP_RESPONSE_STATUS_CODE).unwrap_or(&dash);
+    // RPC spans: the name is the method; no path.
+    let path = attr(span, semconv::URL_PATH).map_or_else(String::new, |p| format!(" {p}"));
+    let status = attr(span, semconv::HTTP_RESPONSE_STATUS_CODE)
+        .or_else(|| attr(span, semconv::RPC_RESPONSE_STATUS_CODE))
+        .unwrap_or(&dash);
     let dur = span
         .end_time
         .duration_since(span.start_time)
@@ -85,10 +89,12 @@ pub fn format_line(out: &mut String, process: &str, span: &SpanData) {
     } else {
         ""
     };
-    let scheme = attr(span, semconv::URL_SCHEME).unwrap_or(&dash);
+    let scheme = attr(span, semconv::URL_SCHEME)
+        .or_else(|| attr(span, semconv::RPC_SYSTEM_NAME))
+        .unwrap_or(&dash);
     let _ = writeln!(
         out,
-        "{} {kind} {process} {} {path} {status}{err} {:.3}ms {arrow}{peer} {scheme} trace={}",
+        "{} {kind} {process} {}{path} {status}{err} {:.3}ms {arrow}{peer} {scheme} trace={}",
         rfc3339(span.start_time),
         span.name,
         dur.as_secs_f64() * 1e3,

@@ -337,20 +337,29 @@ impl Exporter {
                     .route(u64::from(obs.exchange.conn.tgid), &http.path);
                 (!r.is_overflow()).then(|| r.as_str().to_owned())
             }
-            (ExchangeKind::Http(_), Role::Client) => None,
+            (ExchangeKind::Http(_), Role::Client) | (ExchangeKind::Rpc(_), _) => None,
         };
         let fields = span::from_exchange(&obs.exchange, &self.clock, route.as_deref());
         if let Some(m) = &service.metrics {
             m.instruments.record(&obs.exchange, &fields.attributes);
         }
-        if let (Some(summary), ExchangeKind::Http(http)) = (&mut self.summary, &obs.exchange.kind) {
-            let (kind, target) = match obs.exchange.conn.role {
-                Role::Server => ("SERVER", route.clone().unwrap_or_else(|| "-".to_owned())),
-                Role::Client => ("CLIENT", obs.exchange.conn.peer.to_string()),
+        if let Some(summary) = &mut self.summary {
+            let role = obs.exchange.conn.role;
+            let (kind, target) = match (&obs.exchange.kind, role) {
+                (ExchangeKind::Rpc(call), _) => (span_kind_label(role), call.method.clone()),
+                (ExchangeKind::Http(_), Role::Server) => {
+                    ("SERVER", route.clone().unwrap_or_else(|| "-".to_owned()))
+                }
+                (ExchangeKind::Http(_), Role::Client) => {
+                    ("CLIENT", obs.exchange.conn.peer.to_string())
+                }
             };
             let duration =
                 Duration::from_nanos(obs.exchange.end_ns.saturating_sub(obs.exchange.start_ns));
-            let error = span::is_error(obs.exchange.conn.role, http.status);
+            let error = match &obs.exchange.kind {
+                ExchangeKind::Http(http) => span::is_error(role, http.status),
+                ExchangeKind::Rpc(call) => super::rpc::is_error(role, call.status),
+            };
             summary.record(&obs.process.exe_name, kind, &target, error, duration);
         }
         emit(&service.tracer, fields);
@@ -424,5 +433,13 @@ async fn shutdown(service: Service) {
             }
         }
         Err(e) => tracing::warn!(error = %e, "provider shutdown task failed"),
+    }
+}
+
+/// `SERVER` or `CLIENT`, as the console summary labels a role.
+fn span_kind_label(role: Role) -> &'static str {
+    match role {
+        Role::Server => "SERVER",
+        Role::Client => "CLIENT",
     }
 }

@@ -1,6 +1,8 @@
 //! RED metrics from exchanges: the HTTP duration and body-size histograms of the OpenTelemetry
-//! semantic conventions (<https://opentelemetry.io/docs/specs/semconv/http/http-metrics/>),
-//! recorded for every exchange (before any trace sampling), on the per-process meter.
+//! semantic conventions (<https://opentelemetry.io/docs/specs/semconv/http/http-metrics/>) and the
+//! RPC call durations (`rpc.server.call.duration`, `rpc.client.call.duration`,
+//! <https://opentelemetry.io/docs/specs/semconv/rpc/rpc-metrics/>), recorded for every exchange
+//! (before any trace sampling), on the per-process meter.
 //!
 //! # Units
 //! Durations in seconds (`s`), body sizes in bytes (`By`).
@@ -13,6 +15,16 @@ use opentelemetry::{
 use super::semconv;
 use crate::exchange::{Exchange, ExchangeKind, HttpExchange, Role};
 
+/// Span attributes an RPC call's metrics keep (low cardinality: no peer port, no user agent).
+const RPC_METRIC_KEYS: [&str; 6] = [
+    semconv::RPC_SYSTEM_NAME,
+    semconv::RPC_METHOD,
+    semconv::RPC_RESPONSE_STATUS_CODE,
+    semconv::ERROR_TYPE,
+    semconv::SERVER_ADDRESS,
+    semconv::SERVER_PORT,
+];
+
 /// The instruments of one process's meter.
 #[derive(Debug, Clone)]
 pub struct Instruments {
@@ -22,6 +34,8 @@ pub struct Instruments {
     server_response_body: Histogram<u64>,
     client_request_body: Histogram<u64>,
     client_response_body: Histogram<u64>,
+    rpc_server_duration: Histogram<f64>,
+    rpc_client_duration: Histogram<f64>,
 }
 
 impl Instruments {
@@ -67,6 +81,14 @@ impl Instruments {
                 semconv::HTTP_CLIENT_RESPONSE_BODY_SIZE,
                 "Size of HTTP client response bodies.",
             ),
+            rpc_server_duration: duration(
+                semconv::RPC_SERVER_CALL_DURATION,
+                "Duration of incoming remote procedure calls.",
+            ),
+            rpc_client_duration: duration(
+                semconv::RPC_CLIENT_CALL_DURATION,
+                "Duration of outgoing remote procedure calls.",
+            ),
         }
     }
 
@@ -75,6 +97,18 @@ impl Instruments {
     pub fn record(&self, ex: &Exchange, span_attributes: &[KeyValue]) {
         match &ex.kind {
             ExchangeKind::Http(http) => self.record_http(ex, http, span_attributes),
+            ExchangeKind::Rpc(_) => {
+                let attributes: Vec<KeyValue> = span_attributes
+                    .iter()
+                    .filter(|kv| RPC_METRIC_KEYS.contains(&kv.key.as_str()))
+                    .cloned()
+                    .collect();
+                let seconds = ex.end_ns.saturating_sub(ex.start_ns) as f64 / 1e9;
+                match ex.conn.role {
+                    Role::Server => self.rpc_server_duration.record(seconds, &attributes),
+                    Role::Client => self.rpc_client_duration.record(seconds, &attributes),
+                }
+            }
         }
     }
 
@@ -138,7 +172,7 @@ mod tests {
         let http = HttpExchange {
             method: "GET".into(),
             path: "/users/7".into(),
-            version_minor: 1,
+            version: crate::exchange::HttpVersion::Http11,
             host: Some("api.test:8080".into()),
             user_agent: Some("curl/7.88.1".into()),
             traceparent: None,

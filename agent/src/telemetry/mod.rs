@@ -2,7 +2,8 @@
 //!
 //! - [`semconv`]: the only place attribute keys are spelled.
 //! - [`clock`]: kernel monotonic time → wall-clock time, converted once here.
-//! - [`span`]: the pure mapping from an [`crate::exchange::Exchange`] to span fields.
+//! - [`span`]: the pure mapping from an [`crate::exchange::Exchange`] to span fields (HTTP family);
+//!   [`rpc`]: the RPC family's names, attributes and status rule.
 //! - [`metrics`]: the RED histograms each exchange is recorded in.
 //! - [`prometheus`]: their Prometheus text exposition; [`scrape`]: the HTTP endpoint serving it.
 //! - [`self_telemetry`]: the agent's own counters, on the same pipes.
@@ -16,6 +17,7 @@ pub mod console;
 pub mod export;
 pub mod metrics;
 pub mod prometheus;
+pub mod rpc;
 pub mod scrape;
 pub mod self_telemetry;
 pub mod semconv;

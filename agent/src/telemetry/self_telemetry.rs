@@ -17,8 +17,8 @@
 //! | `sonde.kernel.bytes` (`By`) | counter | `kind`: `captured`, `truncated`; `program` |
 //! | `sonde.kernel.tls` | counter | `event`: `ciphertext_skipped`, `socket_by_thread`; `program` |
 //! | `sonde.ringbuf.utilization` (`1`) | gauge | — |
-//! | `sonde.conn.events` | counter | `event`: `opened`, `filtered`, `not_http`, `seq_gap`, … |
-//! | `sonde.parse.errors` | counter | `protocol`, `reason` |
+//! | `sonde.conn.events` | counter | `event`: `opened`, `filtered`, `detected_http1`, `detected_http2`, `opaque`, `seq_gap`, … |
+//! | `sonde.parse.errors` | counter | `protocol`: `http1`, `http2`; `reason` (each parser's stats type) |
 //! | `sonde.decode.errors` | counter | `reason` |
 //! | `sonde.connections` | gauge | — |
 //! | `sonde.queue.depth` | gauge | `queue`: `capture_to_export` |
@@ -31,7 +31,7 @@ use std::sync::{
 
 use agent_common::stats::Stat;
 
-use crate::probe::KernelCount;
+use crate::{probe::KernelCount, proto::Protocol};
 use opentelemetry::{metrics::Meter, KeyValue};
 use tokio::sync::watch;
 
@@ -43,8 +43,10 @@ pub struct Snapshot {
     /// Peak ring-buffer fill over the last publish period, as a fraction of its size: the most
     /// bytes one drain pass read (it includes records written during the pass, so it errs high).
     pub ring_utilization: f64,
-    /// Connection-table and parser counters by name (`conn_opened`, `hole_in_head`, …).
+    /// Connection-table counters by name (`conn_opened`, `seq_gap`, …).
     pub conn: Vec<(&'static str, u64)>,
+    /// Parser counters by protocol and reason (`hole_in_head`, `hpack_unknown_index`, …).
+    pub parse: Vec<(Protocol, &'static str, u64)>,
     /// Ring-buffer records that could not be decoded, by reason.
     pub decode_errors: Vec<(&'static str, u64)>,
     /// Connections currently in the table.
@@ -69,14 +71,10 @@ pub struct ExportCounters {
     pub spans_dropped: AtomicU64,
 }
 
-/// Where a connection-table counter goes: `sonde.conn.events{event}` for the table's own,
-/// `sonde.parse.errors{protocol="http1",reason}` for the HTTP/1 tracker's.
-fn classify(name: &'static str) -> (bool, &'static str) {
-    match name.strip_prefix("conn_") {
-        Some(event) => (true, event),
-        None if matches!(name, "seq_gap" | "data_after_close") => (true, name),
-        None => (false, name),
-    }
+/// The `event` label of a connection-table counter: its name without the `conn_` prefix the
+/// table's log line uses (`conn_opened` → `opened`; `seq_gap` stays).
+fn event_label(name: &'static str) -> &'static str {
+    name.strip_prefix("conn_").unwrap_or(name)
 }
 
 /// Registers the instruments on `meter`; they read `snapshots` and `export` at each collection.
@@ -144,9 +142,7 @@ pub fn register(meter: &Meter, snapshots: watch::Receiver<Snapshot>, export: Arc
         .with_description("Connection-table events, by kind.")
         .with_callback(move |o| {
             for (name, value) in &rx.borrow().conn {
-                if let (true, event) = classify(name) {
-                    o.observe(*value, &[KeyValue::new("event", event)]);
-                }
+                o.observe(*value, &[KeyValue::new("event", event_label(name))]);
             }
         })
         .build();
@@ -155,16 +151,14 @@ pub fn register(meter: &Meter, snapshots: watch::Receiver<Snapshot>, export: Arc
         .u64_observable_counter("sonde.parse.errors")
         .with_description("Protocol parser drops and repairs, by protocol and reason.")
         .with_callback(move |o| {
-            for (name, value) in &rx.borrow().conn {
-                if let (false, reason) = classify(name) {
-                    o.observe(
-                        *value,
-                        &[
-                            KeyValue::new("protocol", "http1"),
-                            KeyValue::new("reason", reason),
-                        ],
-                    );
-                }
+            for (protocol, reason, value) in &rx.borrow().parse {
+                o.observe(
+                    *value,
+                    &[
+                        KeyValue::new("protocol", protocol.name()),
+                        KeyValue::new("reason", *reason),
+                    ],
+                );
             }
         })
         .build();
@@ -237,9 +231,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn conn_counters_are_split_between_table_and_parser() {
-        assert_eq!(classify("conn_opened"), (true, "opened"));
-        assert_eq!(classify("seq_gap"), (true, "seq_gap"));
-        assert_eq!(classify("hole_in_head"), (false, "hole_in_head"));
+    fn conn_event_labels_drop_the_log_prefix() {
+        assert_eq!(event_label("conn_opened"), "opened");
+        assert_eq!(event_label("conn_detected_http2"), "detected_http2");
+        assert_eq!(event_label("seq_gap"), "seq_gap");
     }
 }

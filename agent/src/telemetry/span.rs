@@ -1,5 +1,6 @@
-//! [`Exchange`] → the fields of one span, following the OpenTelemetry HTTP semantic conventions
-//! (<https://opentelemetry.io/docs/specs/semconv/http/http-spans/>). Pure: no SDK state, no I/O.
+//! [`Exchange`] → the fields of one span: the HTTP family here, following the OpenTelemetry HTTP
+//! semantic conventions (<https://opentelemetry.io/docs/specs/semconv/http/http-spans/>), the RPC
+//! family in [`super::rpc`]. Pure: no SDK state, no I/O.
 
 use std::{collections::HashMap, net::SocketAddr, time::SystemTime};
 
@@ -10,13 +11,14 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
-use super::{clock::Clock, semconv};
+use super::{clock::Clock, rpc, semconv};
 use crate::exchange::{Exchange, ExchangeKind, HttpExchange, Role};
 
 /// Everything needed to record one span.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpanFields {
-    /// `{method}` (or `HTTP` for an unknown method).
+    /// HTTP: `{method}` or `{method} {route}` (`HTTP` for an unknown method); RPC:
+    /// `{rpc.method}`.
     pub name: String,
     /// SERVER for the accepting side, CLIENT for the connecting side.
     pub kind: SpanKind,
@@ -26,7 +28,7 @@ pub struct SpanFields {
     pub end: SystemTime,
     /// Semantic-convention attributes.
     pub attributes: Vec<KeyValue>,
-    /// ERROR for 5xx on servers and >= 400 on clients, unset otherwise.
+    /// HTTP: ERROR for 5xx on servers and >= 400 on clients; RPC: see [`rpc::is_error`].
     pub status: Status,
     /// The caller's span, from an incoming W3C `traceparent` (server spans only).
     pub parent: Option<SpanContext>,
@@ -42,6 +44,33 @@ const KNOWN_METHODS: [&str; 9] = [
 pub fn from_exchange(ex: &Exchange, clock: &Clock, route: Option<&str>) -> SpanFields {
     match &ex.kind {
         ExchangeKind::Http(http) => http_span(ex, http, clock, route),
+        ExchangeKind::Rpc(call) => {
+            let role = ex.conn.role;
+            SpanFields {
+                name: rpc::span_name(call),
+                kind: span_kind(role),
+                start: clock.to_system_time(ex.start_ns),
+                end: clock.to_system_time(ex.end_ns),
+                attributes: rpc::attributes(ex, call),
+                status: rpc::status(role, call),
+                parent: incoming_parent(role, call.traceparent.as_deref()),
+            }
+        }
+    }
+}
+
+fn span_kind(role: Role) -> SpanKind {
+    match role {
+        Role::Server => SpanKind::Server,
+        Role::Client => SpanKind::Client,
+    }
+}
+
+/// The caller's span context from an incoming `traceparent` (server spans only).
+fn incoming_parent(role: Role, traceparent: Option<&str>) -> Option<SpanContext> {
+    match role {
+        Role::Server => traceparent.and_then(parse_traceparent),
+        Role::Client => None,
     }
 }
 
@@ -55,19 +84,13 @@ fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock, route: Option<&s
     } else {
         Status::Unset
     };
-    let parent = match role {
-        Role::Server => http.traceparent.as_deref().and_then(parse_traceparent),
-        Role::Client => None,
-    };
+    let parent = incoming_parent(role, http.traceparent.as_deref());
     SpanFields {
         name: match route {
             Some(route) => format!("{method} {route}"),
             None => method.to_owned(),
         },
-        kind: match role {
-            Role::Server => SpanKind::Server,
-            Role::Client => SpanKind::Client,
-        },
+        kind: span_kind(role),
         start: clock.to_system_time(ex.start_ns),
         end: clock.to_system_time(ex.end_ns),
         attributes,
@@ -117,29 +140,10 @@ pub(crate) fn http_attributes(
         semconv::URL_SCHEME,
         if ex.conn.tls { "https" } else { "http" },
     ));
-    let (server_sock, peer) = match role {
-        Role::Server => (ex.conn.local, ex.conn.peer),
-        Role::Client => (ex.conn.peer, ex.conn.peer),
-    };
-    let (host, host_port) = split_host(http.host.as_deref());
-    let server_address = host.map_or_else(|| server_sock.ip().to_string(), str::to_owned);
-    let server_port = host_port.unwrap_or(server_sock.port());
-    attributes.push(KeyValue::new(semconv::SERVER_ADDRESS, server_address));
-    attributes.push(KeyValue::new(semconv::SERVER_PORT, i64::from(server_port)));
-    if role == Role::Server {
-        attributes.push(KeyValue::new(
-            semconv::CLIENT_ADDRESS,
-            peer.ip().to_string(),
-        ));
-    }
-    push_peer(&mut attributes, peer);
+    push_server_and_peer(&mut attributes, ex, http.host.as_deref());
     attributes.push(KeyValue::new(
         semconv::NETWORK_PROTOCOL_VERSION,
-        if http.version_minor == 0 {
-            "1.0"
-        } else {
-            "1.1"
-        },
+        http.version.as_str(),
     ));
     if let Some(ua) = &http.user_agent {
         attributes.push(KeyValue::new(semconv::USER_AGENT_ORIGINAL, ua.clone()));
@@ -156,6 +160,32 @@ pub(crate) fn http_attributes(
         attributes.push(KeyValue::new(semconv::ERROR_TYPE, http.status.to_string()));
     }
     attributes
+}
+
+/// `server.address`/`server.port` (from `host`, the `Host` header or `:authority`, else the server
+/// socket), `client.address` on server spans, and `network.peer.*`.
+pub(crate) fn push_server_and_peer(
+    attributes: &mut Vec<KeyValue>,
+    ex: &Exchange,
+    host: Option<&str>,
+) {
+    let role = ex.conn.role;
+    let (server_sock, peer) = match role {
+        Role::Server => (ex.conn.local, ex.conn.peer),
+        Role::Client => (ex.conn.peer, ex.conn.peer),
+    };
+    let (host, host_port) = split_host(host);
+    let server_address = host.map_or_else(|| server_sock.ip().to_string(), str::to_owned);
+    let server_port = host_port.unwrap_or(server_sock.port());
+    attributes.push(KeyValue::new(semconv::SERVER_ADDRESS, server_address));
+    attributes.push(KeyValue::new(semconv::SERVER_PORT, i64::from(server_port)));
+    if role == Role::Server {
+        attributes.push(KeyValue::new(
+            semconv::CLIENT_ADDRESS,
+            peer.ip().to_string(),
+        ));
+    }
+    push_peer(attributes, peer);
 }
 
 fn push_peer(attributes: &mut Vec<KeyValue>, peer: SocketAddr) {
@@ -219,7 +249,7 @@ mod tests {
             kind: ExchangeKind::Http(HttpExchange {
                 method: method.into(),
                 path: "/users/7".into(),
-                version_minor: 1,
+                version: crate::exchange::HttpVersion::Http11,
                 host: Some("example.test:8080".into()),
                 user_agent: Some("curl/7.88.1".into()),
                 traceparent: None,
@@ -312,7 +342,9 @@ mod tests {
     fn incoming_traceparent_becomes_parent() {
         let with_traceparent = |value: &str| {
             let mut ex = exchange(Role::Server, 200, "GET");
-            let ExchangeKind::Http(h) = &mut ex.kind;
+            let ExchangeKind::Http(h) = &mut ex.kind else {
+                unreachable!()
+            };
             h.traceparent = Some(value.into());
             from_exchange(&ex, &Clock::with_offset_ns(0), None)
         };

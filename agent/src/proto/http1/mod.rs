@@ -79,10 +79,11 @@ pub use detect::looks_like_http1;
 pub use stats::ParseStats;
 
 use self::body::Body;
+use self::detect::Fit as LineFit;
 use self::message::{Half, Mode};
 use self::queue::{InFlight, Pending};
-use super::Chunk;
-use crate::exchange::{HttpExchange, Role};
+use super::{Chunk, Fit, Flow, Parser, Start};
+use crate::exchange::{ExchangeKind, HttpExchange, Role};
 
 /// Largest head (start line + header section) buffered per direction; also bounds trailers.
 ///
@@ -270,6 +271,13 @@ impl Tracker {
         mem::take(&mut self.stats)
     }
 
+    /// True once the connection switched protocol (`101`, or `2xx` to `CONNECT`): the bytes
+    /// that follow are another protocol's.
+    #[must_use]
+    pub fn is_switched(&self) -> bool {
+        self.state == State::Switched
+    }
+
     /// True once this connection is known not to carry HTTP/1.x: nothing ever parsed and
     /// [`NOT_HTTP_CHUNKS`] chunks each way that don't look like it, or an HTTP/2 preface, or
     /// after a protocol switch (`101`, `CONNECT`). Further input is ignored.
@@ -349,6 +357,89 @@ impl Tracker {
             Pending::Skip | Pending::Barrier => 0,
         });
         self.request.head.capacity() + self.response.head.capacity() + pending.sum::<usize>()
+    }
+}
+
+/// [`super::Spec::detect`] for HTTP/1.x: [`Fit::Yes`] for a chunk starting with a request line
+/// (request side) or a status line (response side) up to the version or status code;
+/// [`Fit::Maybe`] for a short consistent prefix (`G`, `HTTP/1.`) at the first chunk of a direction
+/// seen from the connection's start.
+#[must_use]
+pub fn detect(side: super::Side, data: &[u8], first: bool) -> Fit {
+    let fit = match side {
+        super::Side::Request => detect::request_line_fit(data),
+        super::Side::Response => detect::status_line_fit(data),
+    };
+    match fit {
+        LineFit::Line => Fit::Yes,
+        LineFit::Prefix
+            if first && !data.is_empty() && data.len() < detect::MAX_PREFIX_FIT_BYTES =>
+        {
+            Fit::Maybe
+        }
+        LineFit::Prefix | LineFit::No => Fit::No,
+    }
+}
+
+/// [`super::Spec::new`] for HTTP/1.x. The tracker resyncs on message starts by itself, so where it
+/// starts does not matter.
+#[must_use]
+pub fn new_parser(role: Role, _start: Start) -> Box<dyn Parser> {
+    Box::new(Http1Parser {
+        tracker: Tracker::new(role),
+        completed: Vec::new(),
+    })
+}
+
+/// [`Tracker`] behind the protocol-agnostic [`Parser`] interface.
+#[derive(Debug)]
+struct Http1Parser {
+    tracker: Tracker,
+    /// Reused buffer of the tracker's own completions.
+    completed: Vec<Completed>,
+}
+
+impl Http1Parser {
+    fn convert(&mut self, out: &mut Vec<super::Completed>) {
+        out.extend(self.completed.drain(..).map(|c| super::Completed {
+            start_ns: c.start_ns,
+            end_ns: c.end_ns,
+            kind: ExchangeKind::Http(c.http),
+        }));
+    }
+}
+
+impl Parser for Http1Parser {
+    fn on_chunk(&mut self, dir: Direction, chunk: Chunk<'_>, out: &mut Vec<super::Completed>) {
+        self.tracker.on_chunk(dir, chunk, &mut self.completed);
+        self.convert(out);
+    }
+
+    fn on_gap(&mut self, dir: Direction) {
+        self.tracker.on_gap(dir);
+    }
+
+    fn on_close(&mut self, ts_ns: u64, out: &mut Vec<super::Completed>) {
+        self.tracker.on_close(ts_ns, &mut self.completed);
+        self.convert(out);
+    }
+
+    fn flow(&self) -> Flow {
+        if self.tracker.is_switched() {
+            Flow::Switched
+        } else if self.tracker.is_not_http() {
+            Flow::NotMine
+        } else {
+            Flow::Parsing
+        }
+    }
+
+    fn take_counters(&mut self, add: &mut dyn FnMut(&'static str, u64)) {
+        for (reason, n) in self.tracker.take_stats().iter() {
+            if n > 0 {
+                add(reason, n);
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 use super::head::{Framing, RequestHead};
 use super::message::Mode;
 use super::{Completed, HttpExchange, Tracker, MAX_PENDING};
+use crate::exchange::HttpVersion;
 
 /// An entry of the pending queue.
 #[derive(Debug)]
@@ -128,7 +129,11 @@ fn emit(
         http: HttpExchange {
             method: head.method,
             path: head.path,
-            version_minor: head.version_minor,
+            version: if head.version_minor == 0 {
+                HttpVersion::Http10
+            } else {
+                HttpVersion::Http11
+            },
             host: head.host,
             user_agent: head.user_agent,
             traceparent: head.traceparent,

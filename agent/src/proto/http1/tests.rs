@@ -4,7 +4,7 @@
 use agent_common::Direction;
 
 use super::{Completed, ParseStats, Tracker, MAX_HEAD_BYTES};
-use crate::exchange::Role;
+use crate::exchange::{HttpVersion, Role};
 use crate::proto::Chunk;
 
 /// A connection under test.
@@ -301,7 +301,7 @@ fn http10_response_is_delimited_by_close() {
     c.close();
     assert_eq!(c.summary(), [ex("GET", "/old", 200, 0, 11)]);
     assert_eq!(c.out[0].end_ns, 220);
-    assert_eq!(c.out[0].http.version_minor, 0);
+    assert_eq!(c.out[0].http.version, HttpVersion::Http10);
     assert_eq!(c.nonzero_stats(), []);
 }
 
