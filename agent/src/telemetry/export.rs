@@ -331,13 +331,13 @@ impl Exporter {
         };
         service.last_used = now;
         let route = match (&obs.exchange.kind, obs.exchange.conn.role) {
-            (ExchangeKind::Http(http), Role::Server) => {
+            (ExchangeKind::Http(http), Role::Server) if !http.path.is_empty() => {
                 let r = self
                     .router
                     .route(u64::from(obs.exchange.conn.tgid), &http.path);
                 (!r.is_overflow()).then(|| r.as_str().to_owned())
             }
-            (ExchangeKind::Http(_), Role::Client) | (ExchangeKind::Rpc(_), _) => None,
+            (ExchangeKind::Http(_), _) | (ExchangeKind::Rpc(_), _) => None,
         };
         let fields = span::from_exchange(&obs.exchange, &self.clock, route.as_deref());
         if let Some(m) = &service.metrics {

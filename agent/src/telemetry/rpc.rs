@@ -86,14 +86,10 @@ pub(crate) fn attributes(ex: &Exchange, rpc: &RpcExchange) -> Vec<KeyValue> {
         semconv::RPC_SYSTEM_NAME,
         system_name(rpc.system),
     ));
-    attributes.push(KeyValue::new(
-        semconv::RPC_METHOD,
-        if rpc.method.is_empty() {
-            "_OTHER".to_owned()
-        } else {
-            rpc.method.clone()
-        },
-    ));
+    // An empty method is unknown (its `:path` could not be decoded): absent, never guessed.
+    if !rpc.method.is_empty() {
+        attributes.push(KeyValue::new(semconv::RPC_METHOD, rpc.method.clone()));
+    }
     let code = rpc.status.map(grpc_code_name);
     if let Some(code) = &code {
         attributes.push(KeyValue::new(

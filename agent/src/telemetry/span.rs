@@ -116,23 +116,30 @@ pub(crate) fn http_attributes(
 ) -> Vec<KeyValue> {
     let role = ex.conn.role;
     let mut attributes = Vec::with_capacity(16);
-    if KNOWN_METHODS.contains(&http.method.as_str()) {
-        attributes.push(KeyValue::new(
-            semconv::HTTP_REQUEST_METHOD,
-            http.method.clone(),
-        ));
-    } else {
-        attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD, "_OTHER"));
-        attributes.push(KeyValue::new(
-            semconv::HTTP_REQUEST_METHOD_ORIGINAL,
-            http.method.clone(),
-        ));
+    // An empty method or path is unknown (an HTTP/2 field the agent could not decode): absent.
+    match http.method.as_str() {
+        "" => {}
+        known if KNOWN_METHODS.contains(&known) => {
+            attributes.push(KeyValue::new(
+                semconv::HTTP_REQUEST_METHOD,
+                known.to_owned(),
+            ));
+        }
+        other => {
+            attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD, "_OTHER"));
+            attributes.push(KeyValue::new(
+                semconv::HTTP_REQUEST_METHOD_ORIGINAL,
+                other.to_owned(),
+            ));
+        }
     }
     attributes.push(KeyValue::new(
         semconv::HTTP_RESPONSE_STATUS_CODE,
         i64::from(http.status),
     ));
-    attributes.push(KeyValue::new(semconv::URL_PATH, http.path.clone()));
+    if !http.path.is_empty() {
+        attributes.push(KeyValue::new(semconv::URL_PATH, http.path.clone()));
+    }
     if let (Role::Server, Some(route)) = (role, route) {
         attributes.push(KeyValue::new(semconv::HTTP_ROUTE, route.to_owned()));
     }

@@ -30,8 +30,9 @@
 //! breaking RFC 9113's rules loses the direction's framing until a chunk starts with a chain of
 //! well-formed frames again. A connection joined mid-stream starts with an HPACK table whose
 //! entries are unknown ([`hpack::Decoder::joined`]): fields referring to them are counted
-//! (`hpack_unknown_index`), and a request whose `:method` or `:path` is unknown is dropped and
-//! counted, never guessed.
+//! (`hpack_unknown_index`); a stream whose `:method` or `:path` is unknown is still reported
+//! when its status is known, with those fields empty (absent from its span, never guessed), and
+//! counted (`request_headers_unknown`).
 //!
 //! # Redaction
 //! Only `:method`, `:path` (query cut), `:authority`, `:status`, `content-type` (as a gRPC
@@ -593,17 +594,19 @@ impl Http2Parser {
         let Some(stream) = self.streams.remove(&id) else {
             return;
         };
-        let Some(request) = stream
-            .request
-            .filter(|f| f.method.is_some() && f.path.is_some())
-        else {
-            self.stats.request_headers_unknown += 1;
-            return;
-        };
+        // A request whose block was lost, or whose `:method`/`:path` referred to table entries
+        // from before the join, is still reported when its status is known: the unknown fields
+        // stay empty (absent from the span), never guessed.
+        let request = stream.request.unwrap_or_default();
+        let unknown_fields = request.method.is_none() || request.path.is_none();
         let kind = if stream.grpc {
             let status = stream
                 .grpc_status
                 .or_else(|| stream.status.filter(|s| *s != 200).map(http_to_grpc_status));
+            if status.is_none() && unknown_fields {
+                self.stats.response_headers_unknown += 1;
+                return;
+            }
             ExchangeKind::Rpc(RpcExchange {
                 system: RpcSystem::Grpc,
                 method: request
@@ -636,6 +639,9 @@ impl Http2Parser {
                 response_body_bytes: stream.bytes[1],
             })
         };
+        if unknown_fields {
+            self.stats.request_headers_unknown += 1;
+        }
         out.push(Completed {
             start_ns: stream.start_ns,
             end_ns: end_ns.max(stream.start_ns),

@@ -38,7 +38,8 @@ parse_stats! {
     /// Header fields that referenced a table entry added before the agent followed the
     /// connection (or before a loss): their names are unknown.
     hpack_unknown_index,
-    /// Streams whose request had no known `:method` or `:path`: dropped.
+    /// Streams reported without a known `:method` or `:path` (their request's block was lost, or
+    /// referred to table entries from before the join): those attributes are absent.
     request_headers_unknown,
     /// HTTP (not gRPC) responses that ended without a known final `:status`: dropped.
     response_headers_unknown,

@@ -383,7 +383,7 @@ fn hole_over_a_frame_header_loses_framing_until_a_frame_boundary() {
 }
 
 #[test]
-fn joined_connection_drops_requests_with_unknown_indexed_fields() {
+fn joined_connection_reports_unknown_indexed_fields_as_absent() {
     let mut c = Conn::new(Role::Server, Start::Joined);
     // `:path` as an indexed reference to dynamic entry 62, inserted before the join.
     let mut unknown = vec![0x82, 0x86, 0xbe];
@@ -398,7 +398,12 @@ fn joined_connection_drops_requests_with_unknown_indexed_fields() {
         (10, 11),
         &headers(7, END_STREAM, &[(":status", "200")]),
     );
-    assert!(c.out.is_empty());
+    assert_eq!(c.out.len(), 1);
+    let (_, h) = c.http(0);
+    assert_eq!(
+        (h.method.as_str(), h.path.as_str(), h.status),
+        ("GET", "", 200)
+    );
     assert_eq!(c.stats.request_headers_unknown, 1);
     assert_eq!(c.stats.hpack_unknown_index, 1);
     // A literal with incremental indexing inserts `:path: /known` as the new entry 62, which
@@ -425,13 +430,22 @@ fn joined_connection_drops_requests_with_unknown_indexed_fields() {
         (50, 51),
         &headers(11, END_STREAM, &[(":status", "201")]),
     );
-    let paths: Vec<_> = (0..c.out.len())
+    let paths: Vec<_> = (1..c.out.len())
         .map(|i| (c.http(i).1.path.clone(), c.http(i).1.status))
         .collect();
     assert_eq!(
         paths,
         [("/known".to_owned(), 200), ("/known".to_owned(), 201)]
     );
+    assert_eq!(c.stats.request_headers_unknown, 1);
+    // A response on a stream whose request never went by is not reported.
+    c.feed(
+        Side::Response,
+        (60, 61),
+        &headers(13, END_STREAM, &[(":status", "200")]),
+    );
+    assert_eq!(c.out.len(), 3);
+    assert_eq!(c.stats.unpaired_response, 1);
 }
 
 #[test]
