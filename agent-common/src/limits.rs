@@ -6,7 +6,26 @@
 /// Bytes. Longer payloads are still accounted by length (`len`), so the userspace stream keeps its
 /// framing: the uncaptured tail becomes a hole of known size. Must be a power of two (the eBPF code
 /// masks offsets with `MAX_CAPTURE_BYTES - 1` to satisfy the verifier).
-pub const MAX_CAPTURE_BYTES: usize = 4096;
+pub const MAX_CAPTURE_BYTES: usize = 16384;
+
+/// Payload bytes captured per syscall unless configured (`--capture-bytes`) or raised for a
+/// socket whose protocol needs more ([`PROTOCOL_CAPTURE_BYTES`]).
+///
+/// # Units
+/// Bytes.
+pub const DEFAULT_CAPTURE_BYTES: usize = 4096;
+
+/// Payload bytes captured per syscall on a socket userspace marked (map `SOCK_CAPTURE`) because
+/// its protocol cannot skip an uncaptured tail by length: HTTP/2, where one read often holds
+/// many frames and a header block cut in a hole is lost. Applies only to syscalls that move more
+/// than the global capture size, so other sockets pay nothing.
+///
+/// # Units
+/// Bytes, `<= MAX_CAPTURE_BYTES`.
+pub const PROTOCOL_CAPTURE_BYTES: usize = MAX_CAPTURE_BYTES;
+
+/// Capacity of the per-socket capture-size table (LRU; one entry per marked socket).
+pub const MAX_CAPTURE_SOCKETS: u32 = 16384;
 
 /// Maximum number of `iovec` entries copied for `readv`/`writev`/`sendmsg`/`recvmsg`.
 ///
@@ -35,3 +54,4 @@ pub const MAX_SOCKETS: u32 = 65536;
 pub const MAX_SELF_SOCKETS: u32 = 1024;
 
 const _: () = assert!(MAX_CAPTURE_BYTES.is_power_of_two());
+const _: () = assert!(DEFAULT_CAPTURE_BYTES <= MAX_CAPTURE_BYTES);

@@ -18,8 +18,13 @@ pub const MAP_SSL_SOCK: &str = "SSL_SOCK";
 pub const MAP_LAST_SOCK: &str = "LAST_SOCK";
 /// Sockets known to carry TLS: their ciphertext is not sent to userspace.
 pub const MAP_TLS_SOCKS: &str = "TLS_SOCKS";
-/// Per-CPU scratch space where a data record is assembled before it is copied to the ring buffer.
+/// Scratch space, one slot per CPU (index: the CPU id; sized to the possible CPUs at load),
+/// where a data record is assembled before it is copied to the ring buffer. An array, not a
+/// per-CPU array: a per-CPU value is limited to 32 KiB.
 pub const MAP_SCRATCH: &str = "SCRATCH";
+/// Per-socket capture size (bytes) set by userspace for sockets whose protocol needs more than
+/// the global one (HTTP/2), keyed by `sk`.
+pub const MAP_SOCK_CAPTURE: &str = "SOCK_CAPTURE";
 
 /// Global: the agent's own `tgid`, whose traffic is never captured.
 pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";

@@ -9,12 +9,12 @@ use agent_common::{
 };
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_user,
-    generated::bpf_probe_read_user as read_user_raw,
+    generated::{bpf_get_smp_processor_id, bpf_probe_read_user as read_user_raw},
 };
 
 use crate::{
     helpers::count,
-    maps::{capture_bytes, wakeup_flags, EVENTS, SCRATCH, SOCK_SEQ},
+    maps::{capture_bytes, wakeup_flags, EVENTS, SCRATCH, SOCK_CAPTURE, SOCK_SEQ},
 };
 
 /// `v & MASK`, emitted even when the compiler can prove `v` is already in range (it often can;
@@ -142,11 +142,19 @@ fn next_seq(p: &Payload) -> u64 {
 #[inline(always)]
 pub(crate) fn payload(p: &Payload) {
     let seq = next_seq(p);
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+    // SAFETY: helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
         return;
     };
     let scratch = scratch.cast::<u8>();
-    let limit = capture_bytes() as u64;
+    let mut limit = capture_bytes() as u64;
+    if p.len > limit {
+        // SAFETY: read-only use of a map value pointer.
+        if let Some(raised) = unsafe { SOCK_CAPTURE.get(&p.sk) } {
+            limit = u64::from(*raised);
+        }
+    }
     let mut want = if p.len < limit { p.len } else { limit } as usize;
     if want > MAX_CAPTURE_BYTES {
         want = MAX_CAPTURE_BYTES;

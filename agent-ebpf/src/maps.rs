@@ -3,8 +3,8 @@
 use agent_common::{
     event::MAX_DATA_RECORD_BYTES,
     limits::{
-        DEFAULT_RING_BUF_BYTES, MAX_CAPTURE_BYTES, MAX_INFLIGHT_SYSCALLS, MAX_SELF_SOCKETS,
-        MAX_SOCKETS,
+        DEFAULT_CAPTURE_BYTES, DEFAULT_RING_BUF_BYTES, MAX_CAPTURE_BYTES, MAX_CAPTURE_SOCKETS,
+        MAX_INFLIGHT_SYSCALLS, MAX_SELF_SOCKETS, MAX_SOCKETS,
     },
     stats::STATS_SLOTS,
     TracepointLayout,
@@ -12,7 +12,7 @@ use agent_common::{
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// Arguments of a hooked syscall, saved at `sys_enter_*` until its `sys_exit_*` on the same thread.
@@ -131,9 +131,17 @@ pub(crate) static TLS_SOCKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(
 /// provable to the verifier with masks alone.
 pub(crate) const SCRATCH_BYTES: usize = MAX_DATA_RECORD_BYTES + 2 * MAX_CAPTURE_BYTES;
 
-/// Per-CPU record assembly area.
+/// Record assembly area, one slot per CPU (indexed by `bpf_get_smp_processor_id`); userspace
+/// sizes it to the possible CPUs. Programs run with migration disabled, so a slot is only shared
+/// the way a per-CPU value would be.
 #[map]
-pub(crate) static SCRATCH: PerCpuArray<[u8; SCRATCH_BYTES]> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH: Array<[u8; SCRATCH_BYTES]> = Array::with_max_entries(1, 0);
+
+/// Capture size for sockets userspace marked (`PROTOCOL_CAPTURE_BYTES`), by `sk`. Looked up
+/// only for syscalls moving more than the global capture size.
+#[map]
+pub(crate) static SOCK_CAPTURE: LruHashMap<u64, u32> =
+    LruHashMap::with_max_entries(MAX_CAPTURE_SOCKETS, 0);
 
 /// The agent's own `tgid` (set by userspace): its syscalls are never captured.
 #[unsafe(no_mangle)]
@@ -145,7 +153,7 @@ static WAKEUP_BYTES: u64 = 0;
 
 /// Payload bytes to capture per syscall, `<= MAX_CAPTURE_BYTES` (set by userspace).
 #[unsafe(no_mangle)]
-static CAPTURE_BYTES: u32 = MAX_CAPTURE_BYTES as u32;
+static CAPTURE_BYTES: u32 = DEFAULT_CAPTURE_BYTES as u32;
 
 /// 1 when the kernel has the helpers that recover a syscall in progress at attach time (set by
 /// userspace from a helper probe; see `names::GLOBAL_RECOVER_IN_PROGRESS`).

@@ -7,7 +7,7 @@
 //!
 //! - `http1_parse`: [`Tracker`] consuming a connection's chunks (head parsing, body framing,
 //!   pairing), replayed as the golden test does: one record is one chunk, at most
-//!   [`MAX_CAPTURE_BYTES`] of it captured and the rest a hole.
+//!   [`DEFAULT_CAPTURE_BYTES`] of it captured and the rest a hole.
 //! - `reassembly`: what the capture task does per ring-buffer record: [`ringbuf::decode`] of the
 //!   raw record bytes, then [`ConnTable::on_data`] (connection lookup, per-direction sequence
 //!   check, the tracker), plus the connection's open and close events.
@@ -49,7 +49,7 @@ use agent::{
 };
 use agent_common::{
     event::{AF_INET, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT},
-    limits::MAX_CAPTURE_BYTES,
+    limits::DEFAULT_CAPTURE_BYTES,
     ConnEvent, DataEventHeader, DataSource, Direction, EventKind,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -69,7 +69,7 @@ use fixture::{fixture_dir, read_records, Record};
 const SK: u64 = 0xffff_8880_1234_5000;
 /// Exchanges on the synthetic keep-alive connection.
 const KEEPALIVE_EXCHANGES: usize = 100;
-/// Size of the synthetic large body, written in [`MAX_CAPTURE_BYTES`] records.
+/// Size of the synthetic large body, written in [`DEFAULT_CAPTURE_BYTES`] records.
 const LARGE_BODY_BYTES: usize = 64 * 1024;
 /// Chunks of the synthetic chunked response, and the size of each.
 const CHUNKS: usize = 16;
@@ -100,7 +100,7 @@ fn len_u64(data: &[u8]) -> u64 {
 
 /// The prefix the kernel side would capture.
 fn captured(data: &[u8]) -> &[u8] {
-    &data[..data.len().min(MAX_CAPTURE_BYTES)]
+    &data[..data.len().min(DEFAULT_CAPTURE_BYTES)]
 }
 
 fn direction(role: Role, from_client: bool) -> Direction {
@@ -240,10 +240,10 @@ fn synthetic() -> Vec<Scenario> {
             data: response_head(&format!("Content-Length: {LARGE_BODY_BYTES}")),
         },
     ];
-    for i in 0..LARGE_BODY_BYTES / MAX_CAPTURE_BYTES {
+    for i in 0..LARGE_BODY_BYTES / DEFAULT_CAPTURE_BYTES {
         large.push(Record {
             from_client: false,
-            data: vec![b'0' + u8::try_from(i % 10).expect("< 10"); MAX_CAPTURE_BYTES],
+            data: vec![b'0' + u8::try_from(i % 10).expect("< 10"); DEFAULT_CAPTURE_BYTES],
         });
     }
 
@@ -344,7 +344,7 @@ fn ring_records(scenario: &Scenario, role: Role) -> Vec<Vec<u8>> {
                 tgid,
                 tid: tgid,
                 fd: 3,
-                captured: u32::try_from(payload.len()).expect("<= MAX_CAPTURE_BYTES"),
+                captured: u32::try_from(payload.len()).expect("<= DEFAULT_CAPTURE_BYTES"),
                 source: match dir {
                     Direction::Ingress => DataSource::Read,
                     Direction::Egress => DataSource::Write,

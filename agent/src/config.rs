@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
-use agent_common::limits::{DEFAULT_RING_BUF_BYTES, MAX_CAPTURE_BYTES};
+use agent_common::limits::{DEFAULT_CAPTURE_BYTES, DEFAULT_RING_BUF_BYTES, MAX_CAPTURE_BYTES};
 
 /// Sonde: see every HTTP request the processes on this host serve or make, as OpenTelemetry spans,
 /// with no code change in the applications.
@@ -76,7 +76,7 @@ pub struct Cli {
     pub otlp_timeout_ms: u64,
 
     /// Payload bytes captured per syscall (HTTP heads must fit; bodies are skipped by length).
-    #[arg(long, value_name = "BYTES", default_value_t = MAX_CAPTURE_BYTES as u32,
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_CAPTURE_BYTES as u32,
           value_parser = clap::value_parser!(u32).range(64..=MAX_CAPTURE_BYTES as i64))]
     pub capture_bytes: u32,
 

@@ -29,7 +29,7 @@ use crate::{
     probe::{
         self,
         tls_attach::{self, TlsAttacher},
-        KernelCount, KernelStats, LoadParams,
+        KernelCount, KernelStats, LoadParams, SocketCapture,
     },
     ringbuf::{self, Record},
     route::{RouteConfig, Router},
@@ -94,7 +94,7 @@ pub fn load_params(config: &Config) -> LoadParams {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let clock = Clock::sample();
     let probes = probe::load(&load_params(&config))?;
-    let (programs, events, kernel_stats, tls_loaded) = probes.split();
+    let (programs, events, kernel_stats, socket_capture, tls_loaded) = probes.split();
     // TLS libraries already mapped are attached before reporting ready; later ones by the thread.
     let mut attacher = TlsAttacher::new(programs, tls_loaded);
     tokio::task::block_in_place(|| attacher.scan(None));
@@ -130,6 +130,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let capture = tokio::spawn(capture_task(Capture {
         ring,
         kernel_stats,
+        socket_capture,
         snapshots: snapshot_tx,
         execs: exec_tx,
         table,
@@ -193,6 +194,9 @@ struct CaptureStats {
     decode_errors: HashMap<&'static str, u64>,
     /// Most ring-buffer bytes read in one drain pass since the last publish.
     pass_bytes_peak: u64,
+    /// Per-socket capture sizes the kernel map refused (`sonde.conn.events{event=
+    /// "socket_capture_failed"}`): those sockets keep the global capture size.
+    socket_capture_failed: u64,
 }
 
 /// Ring-buffer bytes a record of `len` bytes occupies: an 8-byte header, rounded up to 8
@@ -233,6 +237,8 @@ struct Capture {
     ring: AsyncFd<RingBuf<MapData>>,
     /// The kernel's counters.
     kernel_stats: KernelStats,
+    /// The kernel's per-socket capture sizes (set from the table's requests).
+    socket_capture: SocketCapture,
     /// Where cumulative counters are published for the self-telemetry.
     snapshots: watch::Sender<Snapshot>,
     /// Exec'd tgids, for the TLS discovery thread.
@@ -253,6 +259,7 @@ async fn capture_task(c: Capture) {
     let Capture {
         mut ring,
         kernel_stats,
+        mut socket_capture,
         snapshots,
         execs,
         mut table,
@@ -302,6 +309,12 @@ async fn capture_task(c: Capture) {
                 break;
             }
         }
+        for (sk, bytes) in table.take_capture_requests() {
+            if let Err(e) = socket_capture.set(sk, bytes) {
+                stats.socket_capture_failed += 1;
+                tracing::debug!(error = %e, sk, "per-socket capture size not applied");
+            }
+        }
         if !out.is_empty() && capture_to_export.send(out).await.is_err() {
             break;
         }
@@ -330,6 +343,10 @@ fn publish(
             .counters
             .iter()
             .map(|(k, v)| (*k, *v))
+            .chain(
+                (stats.socket_capture_failed > 0)
+                    .then_some(("socket_capture_failed", stats.socket_capture_failed)),
+            )
             .collect(),
         parse: table
             .stats()

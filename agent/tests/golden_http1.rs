@@ -2,7 +2,7 @@
 //!
 //! Input: every `tests/fixtures/http1/<case>.bin` (format and provenance in that directory's
 //! `README.md`). Each record is fed as one chunk, captured like the kernel does (a prefix of at
-//! most [`MAX_CAPTURE_BYTES`], the rest a hole), with synthetic timestamps: record `i` runs from
+//! most [`DEFAULT_CAPTURE_BYTES`], the rest a hole), with synthetic timestamps: record `i` runs from
 //! `1000 * (i + 1)` to `1000 * (i + 1) + 500` ns. The capture is replayed twice: as seen by the
 //! server (client records are `Ingress`) and by the client (client records are `Egress`), then
 //! closed. Output: the completed exchanges and nonzero drop counters, compared with
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use agent::exchange::{HttpVersion, Role};
 use agent::proto::http1::{Completed, ParseStats, Tracker};
 use agent::proto::Chunk;
-use agent_common::limits::MAX_CAPTURE_BYTES;
+use agent_common::limits::DEFAULT_CAPTURE_BYTES;
 use agent_common::Direction;
 use serde_json::{json, Map, Value};
 
@@ -43,7 +43,7 @@ fn replay(records: &[Record], role: Role) -> Value {
             (Role::Server, false) | (Role::Client, true) => Direction::Egress,
         };
         ts_ns = 1000 * (u64::try_from(i).expect("few records") + 1);
-        let captured = &record.data[..record.data.len().min(MAX_CAPTURE_BYTES)];
+        let captured = &record.data[..record.data.len().min(DEFAULT_CAPTURE_BYTES)];
         let len = u64::try_from(record.data.len()).expect("fits");
         let chunk = Chunk {
             start_ns: ts_ns,

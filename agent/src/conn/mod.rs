@@ -96,6 +96,9 @@ enum State {
         /// The agent saw the connection open: its first bytes are the protocol's first bytes.
         from_start: bool,
         proto: Proto,
+        /// The kernel was asked to capture more of this socket's syscalls
+        /// ([`ConnTable::take_capture_requests`]); undone when the connection goes.
+        raised_capture: bool,
     },
     /// Not traced (filtered out or unresolvable); bytes are skipped cheaply.
     Ignored,
@@ -135,6 +138,18 @@ struct Conn {
     last_seen: Instant,
 }
 
+impl Conn {
+    fn raised_capture(&self) -> bool {
+        matches!(
+            self.state,
+            State::Tracked {
+                raised_capture: true,
+                ..
+            }
+        )
+    }
+}
+
 /// `sk` → connection state. See the module docs.
 #[derive(Debug)]
 pub struct ConnTable {
@@ -156,6 +171,9 @@ pub struct ConnTable {
     idle_timeout: Duration,
     stats: ConnStats,
     completed: Vec<Completed>,
+    /// Per-socket capture sizes for the kernel: `(sk, Some(bytes))` to raise, `(sk, None)` to
+    /// forget.
+    capture_requests: Vec<(u64, Option<u32>)>,
 }
 
 impl ConnTable {
@@ -174,7 +192,15 @@ impl ConnTable {
             idle_timeout,
             stats: ConnStats::default(),
             completed: Vec::new(),
+            capture_requests: Vec::new(),
         }
+    }
+
+    /// Per-socket capture sizes to apply to the kernel (map `SOCK_CAPTURE`), oldest first:
+    /// `(sk, Some(bytes))` when a protocol that needs more than the global capture size claimed
+    /// the socket ([`proto::Spec::capture_bytes`]), `(sk, None)` when that connection ended.
+    pub fn take_capture_requests(&mut self) -> std::vec::Drain<'_, (u64, Option<u32>)> {
+        self.capture_requests.drain(..)
     }
 
     /// Number of connections currently tracked or ignored.
@@ -210,7 +236,7 @@ impl ConnTable {
             }
             // A new connection on a reused `sk`: the old one is over.
             if let Some(old) = self.conns.remove(&ev.sk) {
-                self.finish(old, ev.ts_ns, out);
+                self.finish(ev.sk, old, ev.ts_ns, out);
             }
             self.closed.remove(&ev.sk);
             self.opened.insert(
@@ -231,12 +257,15 @@ impl ConnTable {
                 self.own.insert(tuple, Some(now));
             }
             if let Some(conn) = self.conns.remove(&ev.sk) {
-                self.finish(conn, ev.ts_ns, out);
+                self.finish(ev.sk, conn, ev.ts_ns, out);
             }
         }
     }
 
-    fn finish(&mut self, conn: Conn, ts_ns: u64, out: &mut Vec<Observed>) {
+    fn finish(&mut self, sk: u64, conn: Conn, ts_ns: u64, out: &mut Vec<Observed>) {
+        if conn.raised_capture() {
+            self.capture_requests.push((sk, None));
+        }
         if let State::Tracked {
             info,
             process,
@@ -288,6 +317,7 @@ impl ConnTable {
             next_seq,
             from_start,
             proto,
+            raised_capture,
         } = &mut conn.state
         else {
             return;
@@ -342,6 +372,10 @@ impl ConnTable {
                 Start::Joined
             };
             self.stats.add(spec.protocol.detected_event(), 1);
+            if let (Some(bytes), false) = (spec.capture_bytes, *raised_capture) {
+                self.capture_requests.push((h.sk, Some(bytes)));
+                *raised_capture = true;
+            }
             *proto = Proto::Parsing {
                 protocol: spec.protocol,
                 parser: (spec.new)(info.role, start),
@@ -422,6 +456,7 @@ impl ConnTable {
             next_seq: [first_seq; 2],
             from_start,
             proto: Proto::detecting(from_start),
+            raised_capture: false,
         }
     }
 
@@ -429,8 +464,14 @@ impl ConnTable {
     pub fn gc(&mut self, now: Instant) {
         let idle = self.idle_timeout;
         let before = self.conns.len();
-        self.conns
-            .retain(|_, c| now.duration_since(c.last_seen) < idle);
+        let requests = &mut self.capture_requests;
+        self.conns.retain(|sk, c| {
+            let keep = now.duration_since(c.last_seen) < idle;
+            if !keep && c.raised_capture() {
+                requests.push((*sk, None));
+            }
+            keep
+        });
         self.stats
             .add("conn_idle_evicted", (before - self.conns.len()) as u64);
         self.opened.retain(|_, o| now.duration_since(o.at) < idle);
@@ -710,6 +751,12 @@ mod tests {
         );
         assert_eq!(t.stats().counters.get("conn_detected_http2"), Some(&1));
         assert!(t.stats().parse.is_empty(), "{:?}", t.stats().parse);
+        // The kernel is asked to capture more of this socket, and to forget it at close.
+        let raised: Vec<_> = t.take_capture_requests().collect();
+        assert_eq!(raised, [(SK, Some(proto::http2::CAPTURE_BYTES))]);
+        t.on_conn_event(&closed(SK), now, &mut out);
+        let forgotten: Vec<_> = t.take_capture_requests().collect();
+        assert_eq!(forgotten, [(SK, None)]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use agent_common::{
     stats::{self, Stat},
 };
 use aya::{
-    maps::{MapData, MapError, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{TracePoint, UProbe},
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
@@ -131,6 +131,32 @@ pub struct Probes {
     tls_loaded: bool,
     /// The capture mode attached.
     capture: CaptureMode,
+    /// Per-socket capture sizes.
+    socket_capture: SocketCapture,
+}
+
+/// The kernel's per-socket capture sizes (map `SOCK_CAPTURE`): userspace raises a socket's to
+/// [`agent_common::limits::PROTOCOL_CAPTURE_BYTES`] once its protocol needs it (HTTP/2) and
+/// removes the entry when the connection ends.
+pub struct SocketCapture {
+    map: HashMap<MapData, u64, u32>,
+}
+
+impl SocketCapture {
+    /// Sets socket `sk`'s capture size (`Some(bytes)`) or forgets it (`None`).
+    ///
+    /// # Errors
+    /// [`MapError`] when the kernel refuses the update (a removal of an entry the LRU already
+    /// evicted is not an error).
+    pub fn set(&mut self, sk: u64, bytes: Option<u32>) -> Result<(), MapError> {
+        match bytes {
+            Some(bytes) => self.map.insert(&sk, &bytes, 0),
+            None => match self.map.remove(&sk) {
+                Err(MapError::KeyNotFound) => Ok(()),
+                other => other,
+            },
+        }
+    }
 }
 
 impl Probes {
@@ -143,8 +169,14 @@ impl Probes {
     }
 
     /// Separates the parts (see [`Probes::split`]'s fields).
-    pub fn split(self) -> (Ebpf, RingBuf<MapData>, KernelStats, bool) {
-        (self.programs, self.events, self.stats, self.tls_loaded)
+    pub fn split(self) -> (Ebpf, RingBuf<MapData>, KernelStats, SocketCapture, bool) {
+        (
+            self.programs,
+            self.events,
+            self.stats,
+            self.socket_capture,
+            self.tls_loaded,
+        )
     }
 }
 
@@ -302,6 +334,8 @@ pub(super) fn open(params: &LoadParams) -> Result<Opened, LoadError> {
 
     // Wake the reader when an eighth of the ring is waiting; below that it drains on its timer.
     let wakeup_bytes = u64::from(params.ring_buffer_bytes / 8);
+    // One scratch slot per possible CPU (the kernel indexes it by CPU id).
+    let cpus = aya::util::nr_cpus().map_or(1, std::num::NonZeroU32::get);
     let ebpf = EbpfLoader::new()
         .override_global(names::GLOBAL_SELF_TGID, &params.self_tgid, true)
         .override_global(names::GLOBAL_CAPTURE_BYTES, &params.capture_bytes, true)
@@ -309,6 +343,7 @@ pub(super) fn open(params: &LoadParams) -> Result<Opened, LoadError> {
         .override_global(names::GLOBAL_TP_LAYOUT, &layout, true)
         .override_global(names::GLOBAL_RECOVER_IN_PROGRESS, &recover, true)
         .map_max_entries(names::MAP_EVENTS, params.ring_buffer_bytes)
+        .map_max_entries(names::MAP_SCRATCH, cpus)
         .load(object)
         .map_err(|e| match e {
             EbpfError::MapError(MapError::CreateError { name, io_error })
@@ -363,6 +398,16 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
         name: names::MAP_STATS,
         source,
     })?;
+    let socket_capture = SocketCapture {
+        map: HashMap::try_from(
+            ebpf.take_map(names::MAP_SOCK_CAPTURE)
+                .ok_or(LoadError::MissingMap(names::MAP_SOCK_CAPTURE))?,
+        )
+        .map_err(|source| LoadError::Map {
+            name: names::MAP_SOCK_CAPTURE,
+            source,
+        })?,
+    };
     let tls_loaded = params.tls && load_tls_programs(&mut ebpf);
     Ok(Probes {
         programs: ebpf,
@@ -370,6 +415,7 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
         stats: KernelStats { stats },
         tls_loaded,
         capture: chosen.mode,
+        socket_capture,
     })
 }
 

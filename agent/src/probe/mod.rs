@@ -12,7 +12,9 @@ pub mod tls_attach;
 pub mod tls_targets;
 mod tracefs;
 
-pub use load::{describe_refusals, load, KernelCount, KernelStats, LoadError, LoadParams, Probes};
+pub use load::{
+    describe_refusals, load, KernelCount, KernelStats, LoadError, LoadParams, Probes, SocketCapture,
+};
 
 /// Whether the agent can run without a hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

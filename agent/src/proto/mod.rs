@@ -185,6 +185,10 @@ pub struct Spec {
     pub detect: fn(side: Side, data: &[u8], first: bool) -> Fit,
     /// A parser for a connection on which the observed process plays `role`.
     pub new: fn(role: Role, start: Start) -> Box<dyn Parser>,
+    /// Payload bytes the kernel should capture per syscall on this protocol's sockets, when
+    /// more than the global capture size (`None`: the global one will do, the parser skips an
+    /// uncaptured tail by length).
+    pub capture_bytes: Option<u32>,
 }
 
 impl fmt::Debug for Spec {
@@ -201,11 +205,13 @@ pub static PROTOCOLS: [Spec; 2] = [
         protocol: Protocol::Http2,
         detect: http2::detect,
         new: http2::new_parser,
+        capture_bytes: Some(http2::CAPTURE_BYTES),
     },
     Spec {
         protocol: Protocol::Http1,
         detect: http1::detect,
         new: http1::new_parser,
+        capture_bytes: None,
     },
 ];
 

@@ -71,6 +71,13 @@ pub const MAX_STREAMS: usize = 1024;
 /// Bytes.
 pub const MAX_VALUE_BYTES: usize = 4096;
 
+/// Capture size HTTP/2 sockets get ([`super::Spec::capture_bytes`]): one read often holds many
+/// frames, and a header block cut by the capture's end is lost with the direction's HPACK table.
+///
+/// # Units
+/// Bytes.
+pub const CAPTURE_BYTES: u32 = agent_common::limits::PROTOCOL_CAPTURE_BYTES as u32;
+
 /// HPACK table bound assumed for a connection joined mid-stream (bytes).
 const JOINED_TABLE_BYTES: usize = 64 * 1024;
 
