@@ -11,6 +11,10 @@
 //! - `reassembly`: what the capture task does per ring-buffer record: [`ringbuf::decode`] of the
 //!   raw record bytes, then [`ConnTable::on_data`] (connection lookup, per-direction sequence
 //!   check, the tracker), plus the connection's open and close events.
+//! - `http2_parse`: the HTTP/2 parser (frames, HPACK, gRPC status) consuming one h2c connection
+//!   with 100 unary gRPC calls, each written as grpcio does (HEADERS, DATA; HEADERS, DATA,
+//!   trailers), headers HPACK-encoded with incremental indexing the first time and indexed after
+//!   (no Huffman: decoding Huffman strings costs more than this measures).
 //! - `span_build`: a finished exchange → span. `fields/*` is the pure mapping
 //!   ([`span::from_exchange`]); `route_and_fields` adds the route lookup the exporter does first;
 //!   `sdk_span` adds building and ending the OpenTelemetry SDK span (with a processor that drops
@@ -41,7 +45,7 @@ use agent::{
     exchange::{ExchangeKind, Role},
     proto::{
         http1::{Completed, Tracker},
-        Chunk,
+        http2, Chunk, Start,
     },
     ringbuf::{self, Record as RingRecord},
     route::{Patterns, RouteConfig, Router},
@@ -317,6 +321,126 @@ fn http1_parse(c: &mut Criterion) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// http2_parse
+
+/// Unary gRPC calls on one h2c connection.
+const GRPC_CALLS: u32 = 100;
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("small");
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// HPACK fields: the first time literal with incremental indexing (new name, RFC 7541 §6.2.1),
+/// later an indexed reference (§6.1) to the entry that insertion made (`index` from 62 up).
+fn hpack(fields: &[(&str, &str)], first: bool, index: u8) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (i, (name, value)) in fields.iter().enumerate() {
+        if first {
+            b.push(0x40);
+            for s in [name, value] {
+                b.push(u8::try_from(s.len()).expect("short"));
+                b.extend_from_slice(s.as_bytes());
+            }
+        } else {
+            // Entries inserted later have lower indices.
+            let back = u8::try_from(fields.len() - 1 - i).expect("few");
+            b.push(0x80 | (index + back));
+        }
+    }
+    b
+}
+
+/// The records of a client's side of `GRPC_CALLS` unary calls: `(from_client, bytes)`.
+fn grpc_unary_connection() -> Vec<Record> {
+    let mut records = Vec::new();
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend(h2_frame(4, 0, 0, &[0, 3, 0, 0, 0, 100]));
+    records.push(Record {
+        from_client: true,
+        data: preface,
+    });
+    records.push(Record {
+        from_client: false,
+        data: h2_frame(4, 0, 0, &[]),
+    });
+    let request = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/helloworld.Greeter/SayHello"),
+        (":authority", "localhost:50051"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        (
+            "user-agent",
+            "grpc-python/1.85.1 grpc-c/52.0.0 (linux; chttp2)",
+        ),
+    ];
+    let response = [(":status", "200"), ("content-type", "application/grpc")];
+    let trailers = [("grpc-status", "0")];
+    let message = [
+        0u8, 0, 0, 0, 12, 10, 10, b'w', b'o', b'r', b'l', b'd', b'!', b'!', b'!', b'!',
+    ];
+    for call in 0..GRPC_CALLS {
+        let stream = 2 * call + 1;
+        let first = call == 0;
+        let mut req = h2_frame(1, 0x4, stream, &hpack(&request, first, 62));
+        req.extend(h2_frame(0, 0x1, stream, &message));
+        records.push(Record {
+            from_client: true,
+            data: req,
+        });
+        // The server's table: `response` inserted first, `trailers` after it (index 62).
+        let mut resp = h2_frame(1, 0x4, stream, &hpack(&response, first, 63));
+        resp.extend(h2_frame(0, 0, stream, &message));
+        resp.extend(h2_frame(1, 0x5, stream, &hpack(&trailers, first, 62)));
+        records.push(Record {
+            from_client: false,
+            data: resp,
+        });
+    }
+    records
+}
+
+fn replay_http2(records: &[Record], role: Role, out: &mut Vec<agent::proto::Completed>) -> usize {
+    out.clear();
+    let mut parser = http2::new_parser(role, Start::Beginning);
+    let mut ts_ns = 0;
+    for record in records {
+        ts_ns += 1000;
+        let chunk = Chunk {
+            start_ns: ts_ns,
+            end_ns: ts_ns + 500,
+            data: captured(&record.data),
+            len: len_u64(&record.data),
+        };
+        parser.on_chunk(direction(role, record.from_client), chunk, out);
+    }
+    out.len()
+}
+
+fn http2_parse(c: &mut Criterion) {
+    let mut group = c.benchmark_group("http2_parse");
+    let records = grpc_unary_connection();
+    let bytes: u64 = records.iter().map(|r| len_u64(&r.data)).sum();
+    let mut out = Vec::new();
+    assert_eq!(
+        replay_http2(&records, Role::Server, &mut out),
+        GRPC_CALLS as usize,
+        "every call must complete"
+    );
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function("grpc_unary_x100", |b| {
+        b.iter(|| black_box(replay_http2(black_box(&records), Role::Server, &mut out)));
+    });
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
 // reassembly
 
 /// The scenario's records as the kernel writes them into the ring buffer: a
@@ -579,6 +703,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = http1_parse, reassembly, span_build
+    targets = http1_parse, http2_parse, reassembly, span_build
 }
 criterion_main!(benches);
