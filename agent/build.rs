@@ -15,6 +15,12 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent-ebpf");
+    // aya-build watches the eBPF crate's own sources; the limits and record layouts it compiles in
+    // live in agent-common, so a change there must rebuild the object too.
+    println!(
+        "cargo::rerun-if-changed={}",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../agent-common/src")
+    );
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "agent-ebpf",

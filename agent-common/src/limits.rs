@@ -29,10 +29,12 @@ pub const MAX_CAPTURE_SOCKETS: u32 = 16384;
 
 /// Maximum number of `iovec` entries copied for `readv`/`writev`/`sendmsg`/`recvmsg`.
 ///
-/// 32: gRPC's C core writes each HTTP/2 frame header and payload slice as its own iovec (a unary
-/// response is 6 or more), and h2o/envoy-style servers gather many small frames into one
-/// `sendmsg`. Bytes of iovecs past this are accounted by length only (a hole).
-pub const MAX_IOVECS: usize = 32;
+/// 256: gRPC's C core writes each HTTP/2 frame header, and each HPACK field of a request, as its
+/// own iovec (7 or more per unary request; 20 concurrent calls made one `sendmsg` of about 140),
+/// up to its `MAX_WRITE_IOVEC` of 260 per call; nginx gathers up to 64. The copy loop stops at the
+/// last iovec or once the capture size is reached, so a short `writev` pays for its own iovecs
+/// only. Bytes of iovecs past this are accounted by length only (a hole).
+pub const MAX_IOVECS: usize = 256;
 
 /// Default size of the `EVENTS` ring buffer. Userspace may resize it at load time.
 ///

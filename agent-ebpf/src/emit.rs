@@ -3,7 +3,7 @@
 
 use agent_common::{
     event::DATA_HEADER_BYTES,
-    limits::{MAX_CAPTURE_BYTES, MAX_IOVECS},
+    limits::{MAX_CAPTURE_BYTES, MAX_IOVECS, PROTOCOL_CAPTURE_BYTES},
     stats::Stat,
     DataEventHeader, DataSource, EventKind,
 };
@@ -112,6 +112,29 @@ fn copy_user(program: u32, scratch: *mut u8, off: usize, src: u64, n: usize) -> 
     }
 }
 
+/// The first 8 bytes of the HTTP/2 client preface (RFC 9113 §3.4), as a little-endian `u64`.
+const H2_PREFACE_HEAD: u64 = u64::from_le_bytes(*b"PRI * HT");
+
+/// Whether `p`'s bytes start with the HTTP/2 client preface: one 8-byte user read (two with
+/// iovecs), done only for the first record of a stream.
+#[inline(always)]
+fn starts_with_h2_preface(p: &Payload) -> bool {
+    if p.buf == 0 || p.len < 8 {
+        return false;
+    }
+    let src = if p.iovcnt == 0 {
+        p.buf
+    } else {
+        // SAFETY: helper-checked user read of the first iovec.
+        match unsafe { bpf_probe_read_user(p.buf as *const Iovec) } {
+            Ok(iov) if iov.len >= 8 => iov.base,
+            _ => return false,
+        }
+    };
+    // SAFETY: helper-checked user read of 8 bytes.
+    unsafe { bpf_probe_read_user(src as *const u64) }.is_ok_and(|head| head == H2_PREFACE_HEAD)
+}
+
 /// Next byte offset of `p`'s stream (socket bytes and TLS plaintext have separate streams per
 /// direction), advanced by `p.len`.
 #[inline(always)]
@@ -149,7 +172,13 @@ pub(crate) fn payload(p: &Payload) {
     };
     let scratch = scratch.cast::<u8>();
     let mut limit = capture_bytes() as u64;
-    if p.len > limit {
+    if seq == 0 && starts_with_h2_preface(p) {
+        // The first bytes of an HTTP/2 connection (prior knowledge, or TLS plaintext after ALPN):
+        // raise its capture now, before userspace, which reads records up to 50 ms later, could.
+        let raised = PROTOCOL_CAPTURE_BYTES as u32;
+        let _ = SOCK_CAPTURE.insert(&p.sk, &raised, 0);
+        limit = PROTOCOL_CAPTURE_BYTES as u64;
+    } else if p.len > limit {
         // SAFETY: read-only use of a map value pointer.
         if let Some(raised) = unsafe { SOCK_CAPTURE.get(&p.sk) } {
             limit = u64::from(*raised);

@@ -223,6 +223,7 @@ fn drain(
             Ok(Record::Conn(c)) => table.on_conn_event(&c, now, out),
             // The TLS thread ends only after this task; a send error means it died (logged there).
             Ok(Record::Exec(e)) => {
+                table.on_exec(e.tgid, now);
                 let _ = execs.send(e.tgid);
             }
             Err(e) => *stats.decode_errors.entry(e.reason()).or_default() += 1,

@@ -1,6 +1,7 @@
-//! Real peers: servers (Python `http.server`, nginx, Node `https`; plain or over TLS) started per
-//! test on a fresh loopback port, and clients (curl, Python `http.client`, Node `https`, a raw TCP
-//! exchange) run to completion with their wall time.
+//! Real peers: servers (Python `http.server`, nginx, Node `https`; plain or over TLS; nginx h2c;
+//! Python grpcio) started per test on a fresh loopback port, and clients (curl, Python
+//! `http.client`, Node `https`, a raw TCP exchange; curl `--http2-prior-knowledge`, `nghttp`,
+//! `h2load`; grpcio) run to completion with their wall time.
 
 use std::{
     collections::BTreeMap,
@@ -372,22 +373,63 @@ pub fn curl(urls: &[String], extra_args: &[&str]) -> ClientRun {
 
 /// One run of the curl executable `program`, over `urls`, the `i`-th body written to `outputs[i]`.
 fn curl_to(program: &Path, urls: &[String], extra_args: &[&str], outputs: &[PathBuf]) -> ClientRun {
+    curl_version_to(program, "--http1.1", urls, extra_args, outputs).0
+}
+
+/// One run of the curl executable `program` with the HTTP version option `version`
+/// (`--http1.1`, `--http2-prior-knowledge`); also returns the HTTP version curl used for each
+/// transfer (`%{http_version}`: `1.1`, `2`).
+fn curl_version_to(
+    program: &Path,
+    version: &str,
+    urls: &[String],
+    extra_args: &[&str],
+    outputs: &[PathBuf],
+) -> (ClientRun, Vec<String>) {
     let mut cmd = Command::new(program);
-    cmd.args(["--silent", "--show-error", "--http1.1"])
+    cmd.args(["--silent", "--show-error", version])
         .args([
             "--write-out",
-            "%{http_code} %{size_download} %{local_port} %{num_connects}\\n",
+            "%{http_code} %{size_download} %{local_port} %{num_connects} %{http_version}\\n",
         ])
         .args(extra_args);
     for (url, output) in urls.iter().zip(outputs) {
         cmd.arg("--output").arg(output).arg(url);
     }
     let (pid, out, wall) = run_to_completion("curl", &mut cmd, CLIENT_TIMEOUT);
-    ClientRun {
+    let versions = out
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().nth(4).unwrap_or_default().to_owned())
+        .collect();
+    let run = ClientRun {
         pid,
         wall,
         transfers: parse_transfers("curl", &out),
-    }
+    };
+    (run, versions)
+}
+
+/// Runs curl once for `url` with `--http2-prior-knowledge` (HTTP/2 from the first byte, as h2c on
+/// [`nginx_h2c`] needs), the body to /dev/null. Panics unless the transfer used HTTP/2.
+///
+/// One URL per run: Debian 12's curl 7.88.1 cannot reuse a prior-knowledge connection (every
+/// transfer after the first fails with "Error in the HTTP2 framing layer", also with `-Z`; curl
+/// issue 10634, fixed after 7.88.1).
+pub fn curl_http2(url: &str) -> ClientRun {
+    let urls = [url.to_owned()];
+    let (run, versions) = curl_version_to(
+        Path::new("curl"),
+        "--http2-prior-knowledge",
+        &urls,
+        &[],
+        &[PathBuf::from("/dev/null")],
+    );
+    assert!(
+        versions == ["2"],
+        "harness: curl --http2-prior-knowledge used HTTP version {versions:?} for {url}, want 2"
+    );
+    run
 }
 
 /// Runs curl like [`curl`], but saves each response body under `dir` and returns them in URL order
@@ -690,4 +732,364 @@ fn parse_transfers(client: &str, out: &str) -> Vec<Transfer> {
             }
         })
         .collect()
+}
+
+/// Starts nginx from `peers/nginx_h2.conf`: h2c with prior knowledge on `127.0.0.1` (nginx 1.22's
+/// `listen … http2` without `ssl`), the same files and `return`s as [`nginx`], and an access log
+/// ([`nginx_access_log`]) of what nginx saw.
+pub fn nginx_h2c(dir: &TempDir) -> Server {
+    nginx_from_template(dir, "nginx_h2.conf")
+}
+
+/// One line of the access log of [`nginx_h2c`] (`log_format sonde` in `peers/nginx_h2.conf`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NginxRequest {
+    /// `$remote_port`: the client's ephemeral port.
+    pub client_port: u16,
+    pub status: i64,
+    pub method: String,
+    /// `$request_uri`.
+    pub uri: String,
+    /// `$server_protocol`: `HTTP/2.0` for h2c.
+    pub protocol: String,
+    /// `$body_bytes_sent`: the response body (DATA payload) bytes.
+    pub body_bytes: i64,
+    /// `$connection`: nginx's connection serial number.
+    pub connection: u64,
+    /// `$http_user_agent` (`-` when the client sent none).
+    pub user_agent: String,
+}
+
+/// Waits until nginx's access log in `dir` has `expected` lines (nginx writes a request's line
+/// when it closes the stream, which may be just after the client has the whole response) and
+/// returns every line. Panics if it has fewer after [`CLIENT_TIMEOUT`], or more.
+pub fn nginx_access_log(dir: &TempDir, expected: usize) -> Vec<NginxRequest> {
+    let path = dir.join("nginx/access.log");
+    let read = || fs::read_to_string(&path).unwrap_or_default();
+    let complete = |text: &str| text.lines().filter(|l| !l.trim().is_empty()).count();
+    crate::poll(CLIENT_TIMEOUT, || {
+        let text = read();
+        (complete(&text) >= expected).then_some(())
+    });
+    let text = read();
+    let lines: Vec<NginxRequest> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.splitn(9, ' ').collect();
+            let bad = || panic!("harness: unexpected nginx access log line {line:?}");
+            let [port, status, method, uri, protocol, body, connection, _requests, user_agent] =
+                f[..]
+            else {
+                bad()
+            };
+            NginxRequest {
+                client_port: port.parse().unwrap_or_else(|_| bad()),
+                status: status.parse().unwrap_or_else(|_| bad()),
+                method: method.to_owned(),
+                uri: uri.to_owned(),
+                protocol: protocol.to_owned(),
+                body_bytes: body.parse().unwrap_or_else(|_| bad()),
+                connection: connection.parse().unwrap_or_else(|_| bad()),
+                user_agent: user_agent.to_owned(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        lines.len(),
+        expected,
+        "harness: nginx logged {} requests, want {expected}:\n{text}",
+        lines.len()
+    );
+    lines
+}
+
+/// One stream as `nghttp -s` reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NghttpStream {
+    pub stream_id: u32,
+    pub status: i64,
+    /// The request path (`:path`).
+    pub path: String,
+}
+
+/// A finished `nghttp` run.
+#[derive(Debug, Clone)]
+pub struct NghttpRun {
+    pub pid: u32,
+    pub wall: Duration,
+    /// One per requested URI, in `nghttp`'s (completion) order.
+    pub streams: Vec<NghttpStream>,
+    /// Whether every request's HEADERS was sent before the first response HEADERS arrived, i.e.
+    /// all streams were open at once on the connection (from `nghttp -v`'s frame log).
+    pub all_requests_before_any_response: bool,
+}
+
+/// Runs `nghttp -n -v -s URI...` (nghttp2's client; h2c with prior knowledge for `http://`, no
+/// Upgrade): every URI requested at once, as concurrent streams on one connection, bodies
+/// discarded.
+pub fn nghttp(urls: &[String]) -> NghttpRun {
+    let mut cmd = Command::new("nghttp");
+    cmd.args(["-n", "-v", "-s"]).args(urls);
+    let (pid, out, wall) = run_to_completion("nghttp", &mut cmd, CLIENT_TIMEOUT);
+    NghttpRun {
+        pid,
+        wall,
+        streams: parse_nghttp_stats(&out),
+        all_requests_before_any_response: nghttp_requests_first(&out),
+    }
+}
+
+/// The `Request timing` table of `nghttp -s`: `id responseEnd requestStart process code size
+/// request path` rows.
+fn parse_nghttp_stats(out: &str) -> Vec<NghttpStream> {
+    let table = out.split_once("request path").map_or("", |(_, rest)| rest);
+    table
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [id, _end, _start, _process, code, _size, path] = f[..] else {
+                return None;
+            };
+            Some(NghttpStream {
+                stream_id: id.parse().ok()?,
+                status: code.parse().ok()?,
+                path: path.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// From `nghttp -v`'s frame log: whether the last `send HEADERS frame` comes before the first
+/// `recv HEADERS frame`.
+fn nghttp_requests_first(out: &str) -> bool {
+    let lines: Vec<&str> = out.lines().collect();
+    let last_send = lines.iter().rposition(|l| l.contains("send HEADERS frame"));
+    let first_recv = lines.iter().position(|l| l.contains("recv HEADERS frame"));
+    matches!((last_send, first_recv), (Some(s), Some(r)) if s < r)
+}
+
+/// What `h2load` reported.
+#[derive(Debug, Clone)]
+pub struct H2loadRun {
+    pub pid: u32,
+    pub wall: Duration,
+    /// `requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout`
+    /// (h2load counts responses with status 4xx and 5xx as failed, not succeeded).
+    pub done: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub errored: u64,
+    pub timeout: u64,
+    /// `status codes: N 2xx, N 3xx, N 4xx, N 5xx`.
+    pub status_2xx: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+    /// The whole output, for failure messages.
+    pub output: String,
+}
+
+/// Runs `h2load -n REQUESTS -c CLIENTS -m STREAMS URI...` (h2c with prior knowledge for
+/// `http://`): `clients` connections, at most `streams` concurrent streams on each, the URIs used
+/// round-robin.
+pub fn h2load(urls: &[String], requests: u32, clients: u32, streams: u32) -> H2loadRun {
+    let mut cmd = Command::new("h2load");
+    cmd.args(["-n", &requests.to_string()])
+        .args(["-c", &clients.to_string()])
+        .args(["-m", &streams.to_string()])
+        .args(urls);
+    let (pid, out, wall) = run_to_completion("h2load", &mut cmd, LOAD_TIMEOUT);
+    let field = |line_prefix: &str, label: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(line_prefix))
+            .and_then(|rest| {
+                rest.split(',')
+                    .find_map(|part| part.trim().strip_suffix(label)?.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("h2load printed no `{line_prefix} … {label}`:\n{out}"))
+    };
+    H2loadRun {
+        pid,
+        wall,
+        done: field("requests:", "done"),
+        succeeded: field("requests:", "succeeded"),
+        failed: field("requests:", "failed"),
+        errored: field("requests:", "errored"),
+        timeout: field("requests:", "timeout"),
+        status_2xx: field("status codes:", "2xx"),
+        status_4xx: field("status codes:", "4xx"),
+        status_5xx: field("status codes:", "5xx"),
+        output: out,
+    }
+}
+
+/// Starts `peers/grpc_peer.py serve PORT`: Python grpcio serving `sonde.test.Echo` (see the
+/// script) on `127.0.0.1` and a fresh port, plaintext HTTP/2. Read its calls with
+/// [`grpc_served`].
+pub fn grpc_server(dir: &TempDir) -> Server {
+    let port = free_port();
+    let mut cmd = Command::new(python());
+    cmd.arg(peers_dir().join("grpc_peer.py"))
+        .args(["serve", &port.to_string()]);
+    let mut proc = Proc::spawn("grpc_server", dir.path(), &mut cmd);
+    proc.wait_for_port(port, START_TIMEOUT);
+    Server {
+        proc,
+        port,
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        tls: false,
+    }
+}
+
+/// One call as [`grpc_server`]'s handler saw it start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcServed {
+    /// The method name within `sonde.test.Echo` (`Unary`).
+    pub method: String,
+    /// The client's ephemeral port (from grpc's peer string `ipv4:127.0.0.1:PORT`).
+    pub client_port: u16,
+    /// Calls in their handlers when this one started, itself included.
+    pub inflight: u32,
+}
+
+/// Waits until [`grpc_server`] logged `expected` calls and returns them (panics if it logged
+/// fewer after [`CLIENT_TIMEOUT`], or more).
+pub fn grpc_served(server: &Server, expected: usize) -> Vec<GrpcServed> {
+    let calls = |out: &str| -> Vec<GrpcServed> {
+        // Only complete lines: the server may be writing the next one.
+        out[..out.rfind('\n').map_or(0, |i| i + 1)]
+            .lines()
+            .filter_map(|l| l.strip_prefix("call "))
+            .map(|rest| {
+                let bad = || panic!("harness: grpc_peer.py serve printed {rest:?}");
+                let [method, peer, inflight] = rest.split(' ').collect::<Vec<_>>()[..] else {
+                    bad()
+                };
+                GrpcServed {
+                    method: method.to_owned(),
+                    client_port: peer
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or_else(|| bad()),
+                    inflight: inflight.parse().unwrap_or_else(|_| bad()),
+                }
+            })
+            .collect()
+    };
+    crate::poll(CLIENT_TIMEOUT, || {
+        (calls(&server.proc.stdout()).len() >= expected).then_some(())
+    });
+    let out = server.proc.stdout();
+    let got = calls(&out);
+    assert_eq!(
+        got.len(),
+        expected,
+        "harness: grpc_peer.py serve logged {} calls, want {expected}:\n{out}",
+        got.len()
+    );
+    got
+}
+
+/// One call as the gRPC client saw it end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcCall {
+    /// The method name within `sonde.test.Echo` (`Unary`).
+    pub method: String,
+    /// The grpc status name (`OK`, `NOT_FOUND`, `DEADLINE_EXCEEDED`, ...).
+    pub status: String,
+    pub responses: u32,
+    pub response_bytes: u64,
+}
+
+/// A finished `grpc_peer.py call` run.
+#[derive(Debug, Clone)]
+pub struct GrpcRun {
+    pub pid: u32,
+    /// Wall time from spawn to exit, an upper bound on every span it caused.
+    pub wall: Duration,
+    /// In the order the calls ended.
+    pub calls: Vec<GrpcCall>,
+}
+
+/// Runs `peers/grpc_peer.py call PORT SPEC...`: one grpcio channel (one HTTP/2 connection) to
+/// `127.0.0.1:port`, the specs in order (see the script: `unary[:BYTES]`, `server_stream`,
+/// `client_stream`, `bidi`, `fail[:CODE]`, `slow:MS`, `concurrent:N[:HOLD_MS]`). Panics unless
+/// every call ended as its spec expects.
+pub fn grpc_calls(port: u16, specs: &[&str]) -> GrpcRun {
+    let mut cmd = Command::new(python());
+    cmd.arg(peers_dir().join("grpc_peer.py"))
+        .args(["call", &port.to_string()])
+        .args(specs);
+    let (pid, out, wall) = run_to_completion("grpc_peer.py call", &mut cmd, CLIENT_TIMEOUT);
+    let calls = out
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let bad = || panic!("harness: grpc_peer.py call printed {line:?}");
+            let [method, status, responses, bytes] = line.split(' ').collect::<Vec<_>>()[..] else {
+                bad()
+            };
+            GrpcCall {
+                method: method.to_owned(),
+                status: status.to_owned(),
+                responses: responses.parse().unwrap_or_else(|_| bad()),
+                response_bytes: bytes.parse().unwrap_or_else(|_| bad()),
+            }
+        })
+        .collect();
+    GrpcRun { pid, wall, calls }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tail of a real `nghttp -n -v -s` run against `peers/nginx_h2.conf` (nghttp 1.52.0).
+    const NGHTTP: &str = "\
+[  0.000] send HEADERS frame <length=39, flags=0x25, stream_id=13>
+          :path: /index.html
+[  0.000] send HEADERS frame <length=21, flags=0x25, stream_id=15>
+          :path: /status/404
+[  0.000] recv (stream_id=13) :status: 200
+[  0.000] recv HEADERS frame <length=108, flags=0x04, stream_id=13>
+[  0.000] recv HEADERS frame <length=20, flags=0x04, stream_id=15>
+***** Statistics *****
+
+Request timing:
+          URI: request URI
+
+sorted by 'complete'
+
+id  responseEnd requestStart  process code size request path
+ 13      +235us        +70us    164us  200   1K /index.html
+ 15      +252us        +71us    180us  404  153 /status/404
+";
+
+    #[test]
+    fn nghttp_stats_and_frame_order() {
+        assert_eq!(
+            parse_nghttp_stats(NGHTTP),
+            [
+                NghttpStream {
+                    stream_id: 13,
+                    status: 200,
+                    path: "/index.html".to_owned()
+                },
+                NghttpStream {
+                    stream_id: 15,
+                    status: 404,
+                    path: "/status/404".to_owned()
+                },
+            ]
+        );
+        assert!(nghttp_requests_first(NGHTTP));
+        let interleaved = NGHTTP.replacen(
+            "[  0.000] send HEADERS frame <length=21",
+            "[  0.000] recv HEADERS frame <length=1, flags=0x04, stream_id=1>\n[  0.000] send \
+             HEADERS frame <length=21",
+            1,
+        );
+        assert!(!nghttp_requests_first(&interleaved));
+    }
 }

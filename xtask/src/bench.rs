@@ -1,19 +1,23 @@
-//! `cargo xtask bench`: the agent's overhead under loopback HTTP/1.1 load against nginx, measured
-//! without and with the agent, alternating, over several repeats.
+//! `cargo xtask bench`: the agent's overhead under loopback load (HTTP/1.1 and h2c against nginx,
+//! unary gRPC against a Python grpcio server), measured without and with the agent, alternating,
+//! over several repeats.
 //!
 //! Input: the scenarios, duration and repeats from the command line. Output:
 //! `target/bench/bench-<date>.json` (every run, the min/median/max summary and the targets), the
 //! same summary as markdown on stdout, and with `--write-markdown` in `BENCHMARKS.md`.
 //!
-//! Modules, in the order a run uses them: `child` (processes stopped on drop), `nginx` (the
-//! server), `rotel` (the OTLP receiver), `agent` (`sonde` and what it costs), `load` (wrk, hey, oha), `report`.
+//! Modules, in the order a run uses them: `child` (processes stopped on drop), `servers` (what
+//! each scenario loads: `nginx`, `grpc`), `rotel` (the OTLP receiver), `agent` (`sonde` and what
+//! it costs), `load` (wrk, hey, oha, h2load), `report`.
 
 mod agent;
 mod child;
+mod grpc;
 mod load;
 mod nginx;
 mod report;
 mod rotel;
+mod servers;
 
 use std::{fs, path::PathBuf, process::Command};
 
@@ -23,68 +27,105 @@ use clap::Args;
 use self::{
     agent::Agent,
     load::{Generators, Load, RateTool},
-    nginx::Nginx,
     report::{Config, Machine, Run},
     rotel::Rotel,
+    servers::{Server, Servers},
 };
 use crate::{apt, build, exec};
 
-/// apt packages the benchmark drives (bpftool only names the agent's programs in the JSON).
-const APT_PACKAGES: [&str; 4] = ["nginx", "wrk", "hey", "bpftool"];
+/// apt packages the benchmark drives (nghttp2-client: h2load and nghttp; bpftool only names the
+/// agent's programs in the JSON).
+const APT_PACKAGES: [&str; 5] = ["nginx", "wrk", "hey", "nghttp2-client", "bpftool"];
 
-/// One load shape, run without and with the agent.
+/// One load shape against one server, run without and with the agent.
 struct Scenario {
     name: &'static str,
+    server: Server,
     load: Load,
     about: &'static str,
+    /// Run when `--scenario` is not given.
+    by_default: bool,
 }
 
-const SCENARIOS: [Scenario; 4] = [
+const SCENARIOS: [Scenario; 6] = [
     Scenario {
         name: "saturation",
+        server: Server::Http1,
         load: Load::Saturation { conns: 50 },
         about: "As many requests as 50 keep-alive connections carry: the throughput ratio target.",
+        by_default: true,
     },
     Scenario {
         name: "1k",
+        server: Server::Http1,
         load: Load::Rate {
             rps: 1_000,
             conns: 10,
         },
         about: "A light fixed rate: added latency, and CPU per request when the agent is mostly idle.",
+        by_default: true,
     },
     Scenario {
         name: "10k",
+        server: Server::Http1,
         load: Load::Rate {
             rps: 10_000,
             conns: 100,
         },
         about: "A busy fixed rate: added latency, CPU per request, events lost.",
+        by_default: true,
     },
     Scenario {
         name: "10k-1kconns",
+        server: Server::Http1,
         load: Load::Rate {
             rps: 10_000,
             conns: 1_000,
         },
         about: "10,000 req/s spread over 1,000 connections: the RSS target (connection state grows with connections).",
+        by_default: true,
+    },
+    Scenario {
+        name: "h2c",
+        server: Server::H2c,
+        load: Load::Streams {
+            conns: 10,
+            streams: 10,
+        },
+        about: "The same nginx and file over h2c (HTTP/2, prior knowledge), as many requests as 10 connections carry with 10 streams in flight on each: CPU per HTTP/2 request.",
+        by_default: false,
+    },
+    Scenario {
+        name: "grpc-unary",
+        server: Server::Grpc,
+        load: Load::Streams {
+            conns: 10,
+            streams: 10,
+        },
+        about: "Unary gRPC calls (a 1024 B message, echoed) to a Python grpcio server over h2c, as many as 10 connections carry with 10 calls in flight on each: CPU per gRPC call.",
+        by_default: false,
     },
 ];
 
-/// Measure the agent's overhead: loopback HTTP/1.1 load against nginx, without and with `sonde`.
+/// Measure the agent's overhead: loopback HTTP/1.1, h2c and gRPC load, without and with `sonde`.
 ///
-/// Scenarios: `saturation` (wrk, 50 connections), `1k` (1,000 req/s over 10 connections), `10k`
-/// (10,000 req/s over 100), `10k-1kconns` (10,000 req/s over 1,000). For each repeat and scenario,
-/// one run without the agent, then one with it. Reports throughput, p50/p99 latency, agent CPU
-/// per request, kernel probe time per request, agent RSS peak, events lost and spans per request,
-/// as min/median/max over the repeats against the targets.
+/// Scenarios (HTTP/1.1 against nginx, run by default): `saturation` (wrk, 50 connections), `1k`
+/// (1,000 req/s over 10 connections), `10k` (10,000 req/s over 100), `10k-1kconns` (10,000 req/s
+/// over 1,000). HTTP/2, run only when named (or with `all`): `h2c` (h2load against nginx, 10
+/// connections × 10 streams) and `grpc-unary` (h2load sending unary calls to a Python grpcio
+/// server, 10 × 10). For each repeat and scenario, one run without the agent, then one with it.
+/// Reports throughput, p50/p99 latency (not for h2load), agent CPU per request, kernel probe time
+/// per request, agent RSS peak, events lost and spans per request, as min/median/max over the
+/// repeats against the targets.
 ///
 /// Writes `target/bench/bench-<date>.json` and prints the markdown report; `--write-markdown`
 /// also writes `BENCHMARKS.md`. Logs of every process are kept in `target/bench/<date>/`.
-/// Needs root (the agent loads eBPF programs). Installs nginx, wrk, hey and bpftool with apt and
-/// rotel with pip when missing. Numbers mean something only on an otherwise idle machine.
+/// Needs root (the agent loads eBPF programs). Installs nginx, wrk, hey, nghttp2-client and
+/// bpftool with apt and rotel (and grpcio for `grpc-unary`) with pip when missing. Numbers mean
+/// something only on an otherwise idle machine.
 ///
-/// Examples: `cargo xtask bench`, `cargo xtask bench --duration 2 --repeats 1 --scenario 1k`.
+/// Examples: `cargo xtask bench`, `cargo xtask bench --duration 2 --repeats 1 --scenario 1k`,
+/// `cargo xtask bench --scenario h2c,grpc-unary`, `cargo xtask bench --scenario all`.
 #[derive(Debug, Args)]
 pub(crate) struct Options {
     /// Seconds of load in each run.
@@ -93,11 +134,12 @@ pub(crate) struct Options {
     /// Runs of each scenario without and with the agent.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     repeats: u32,
-    /// Scenarios to run, comma-separated (default: all, in this order).
+    /// Scenarios to run, comma-separated, always in the order listed here (default: the HTTP/1.1
+    /// ones, saturation to 10k-1kconns; `all`: every one).
     #[arg(
         long,
         value_delimiter = ',',
-        value_parser = ["saturation", "1k", "10k", "10k-1kconns"]
+        value_parser = ["saturation", "1k", "10k", "10k-1kconns", "h2c", "grpc-unary", "all"]
     )]
     scenario: Vec<String>,
     /// Load generator for the fixed-rate scenarios.
@@ -115,10 +157,18 @@ pub(crate) fn bench(opts: &Options) -> Result<()> {
     if !apt::is_root() {
         bail!("`cargo xtask bench` needs root: the agent loads eBPF programs (try `sudo -E cargo xtask bench`)");
     }
+    let all = opts.scenario.iter().any(|n| n == "all");
     let scenarios: Vec<&'static Scenario> = SCENARIOS
         .iter()
-        .filter(|s| opts.scenario.is_empty() || opts.scenario.iter().any(|n| n == s.name))
+        .filter(|s| {
+            if opts.scenario.is_empty() {
+                s.by_default
+            } else {
+                all || opts.scenario.iter().any(|n| n == s.name)
+            }
+        })
         .collect();
+    let with_grpc = scenarios.iter().any(|s| s.server == Server::Grpc);
 
     let toolchain = crate::toolchain::bootstrap()?;
     let installed = apt::install_missing(&APT_PACKAGES)?;
@@ -132,6 +182,9 @@ pub(crate) fn bench(opts: &Options) -> Result<()> {
         None => build::build_sonde(&toolchain, true)?,
     };
     let generators = Generators::detect(opts.rate_tool)?;
+    if with_grpc {
+        grpc::ensure_grpcio()?;
+    }
 
     let date = exec::output(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]))?
         .trim()
@@ -160,17 +213,31 @@ pub(crate) fn bench(opts: &Options) -> Result<()> {
         run_dir.display()
     );
 
-    let nginx = Nginx::start(&run_dir)?;
+    let servers = Servers::start(&run_dir, with_grpc)?;
     let rotel = Rotel::start(&run_dir)?;
-    let url = nginx.url();
+    // One second per server the scenarios use: nginx over HTTP/1.1 with wrk, the HTTP/2 ones with
+    // their scenario's h2load (which also starts the gRPC server's handlers).
     println!("xtask: warm-up");
-    generators.run(Load::Saturation { conns: 50 }, &url, 1, &run_dir)?;
+    let mut warmed = Vec::new();
+    for scenario in &scenarios {
+        if warmed.contains(&scenario.server) {
+            continue;
+        }
+        warmed.push(scenario.server);
+        let load = match scenario.server {
+            Server::Http1 => Load::Saturation { conns: 50 },
+            Server::H2c | Server::Grpc => scenario.load,
+        };
+        let (_, target) = servers.endpoint(scenario.server)?;
+        generators.run(load, &target, 1, &run_dir)?;
+    }
 
     let mut runs = Vec::with_capacity(total);
     for repeat in 1..=opts.repeats {
         for &scenario in &scenarios {
             for with_agent in [false, true] {
                 let n = runs.len() + 1;
+                let (port, target) = servers.endpoint(scenario.server)?;
                 println!(
                     "\n==== xtask bench [{n}/{total}] repeat {repeat} {} {} agent ====",
                     scenario.name,
@@ -178,9 +245,10 @@ pub(crate) fn bench(opts: &Options) -> Result<()> {
                 );
                 let run = if with_agent {
                     let log = run_dir.join(format!("sonde-{repeat}-{}.log", scenario.name));
-                    let mut agent = Agent::start(&sonde, nginx.port, &rotel.grpc_endpoint(), &log)?;
-                    let (load, stats) = agent
-                        .measure(|| generators.run(scenario.load, &url, opts.duration, &run_dir))?;
+                    let mut agent = Agent::start(&sonde, port, &rotel.grpc_endpoint(), &log)?;
+                    let (load, stats) = agent.measure(|| {
+                        generators.run(scenario.load, &target, opts.duration, &run_dir)
+                    })?;
                     agent.stop()?;
                     Run {
                         repeat,
@@ -189,7 +257,7 @@ pub(crate) fn bench(opts: &Options) -> Result<()> {
                         agent: Some(stats),
                     }
                 } else {
-                    let load = generators.run(scenario.load, &url, opts.duration, &run_dir)?;
+                    let load = generators.run(scenario.load, &target, opts.duration, &run_dir)?;
                     Run {
                         repeat,
                         scenario,
@@ -203,7 +271,7 @@ pub(crate) fn bench(opts: &Options) -> Result<()> {
         }
     }
     drop(rotel);
-    drop(nginx);
+    drop(servers);
 
     let json_path = bench_dir.join(format!("bench-{stamp}.json"));
     let json = report::to_json(&machine, &config, &runs);
@@ -224,13 +292,14 @@ pub(crate) fn bench(opts: &Options) -> Result<()> {
 fn print_run(run: &Run) {
     let l = &run.load;
     let mut line = format!(
-        "xtask: {:.0} req/s ({} requests, {} errors), p50 {:.0} µs, p99 {:.0} µs",
+        "xtask: {:.0} req/s ({} requests, {} errors)",
         l.rps(),
         l.requests,
-        l.errors,
-        l.p50_us,
-        l.p99_us
+        l.errors
     );
+    if l.p50_us.is_finite() {
+        line.push_str(&format!(", p50 {:.0} µs, p99 {:.0} µs", l.p50_us, l.p99_us));
+    }
     if let Some(a) = &run.agent {
         let per_request = |v: u64| v as f64 / l.requests.max(1) as f64;
         line.push_str(&format!(
@@ -243,6 +312,9 @@ fn print_run(run: &Run) {
             per_request(a.spans_recorded()),
             if a.settled { "" } else { " (agent still busy)" }
         ));
+        if a.calls_not_ok > 0 {
+            line.push_str(&format!(", {} gRPC calls not OK", a.calls_not_ok));
+        }
     }
     println!("{line}");
 }

@@ -290,6 +290,13 @@ impl ConnTable {
         }
     }
 
+    /// Process `tgid` exec'd: its metadata is read now, while it runs (a short-lived client may
+    /// be gone by the time its first records are read), replacing what an earlier program of that
+    /// tgid left in the cache.
+    pub fn on_exec(&mut self, tgid: u32, now: Instant) {
+        self.processes.refresh(tgid, now);
+    }
+
     /// Feeds one data record; completed exchanges go to `out`.
     pub fn on_data(&mut self, rec: &DataRecord<'_>, now: Instant, out: &mut Vec<Observed>) {
         let h = &rec.header;

@@ -59,6 +59,15 @@ impl ProcessCache {
         Arc::clone(&entry.0)
     }
 
+    /// Reads `tgid` from `/proc` now (after an exec: the executable changed), replacing its entry;
+    /// a process already gone keeps its old entry, if any.
+    pub fn refresh(&mut self, tgid: u32, now: Instant) {
+        let info = ProcessInfo::read(tgid, &[0; 16]);
+        if info.exe_path.is_some() {
+            self.entries.insert(tgid, (Arc::new(info), now));
+        }
+    }
+
     /// Drops entries not used since `before` (processes that exited or went quiet; a reused tgid
     /// is then read afresh).
     pub fn retain_used_since(&mut self, before: Instant) {
@@ -89,6 +98,18 @@ mod tests {
             .exe_path
             .as_deref()
             .is_some_and(|p| p.ends_with(&me.exe_name)));
+    }
+
+    #[test]
+    fn refresh_reads_a_running_process_and_keeps_a_gone_ones_entry() {
+        let mut cache = ProcessCache::default();
+        let now = Instant::now();
+        let me = std::process::id();
+        cache.refresh(me, now);
+        assert_eq!(cache.len(), 1);
+        assert_ne!(cache.get(me, &[0; 16], now).exe_name, "unknown");
+        cache.refresh(u32::MAX - 1, now);
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

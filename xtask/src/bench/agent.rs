@@ -9,7 +9,7 @@
 //!   the agent holds (exactly its programs), while `BPF_ENABLE_STATS` is held
 //!   (what `kernel.bpf_stats_enabled=1` does, but released by the kernel when xtask exits, however it
 //!   exits); program names from `bpftool prog show -j` when bpftool is installed;
-//! - events lost, spans, requests seen: the agent's Prometheus `/metrics`.
+//! - events lost, spans, HTTP requests and gRPC calls seen: the agent's Prometheus `/metrics`.
 
 mod bpf;
 mod metrics;
@@ -69,6 +69,12 @@ pub(super) struct AgentRun {
     pub(super) server_requests: u64,
     /// `http_client_request_duration_seconds_count` (load generator side) over the window.
     pub(super) client_requests: u64,
+    /// `rpc_server_call_duration_seconds_count` (gRPC server side) over the window.
+    pub(super) server_calls: u64,
+    /// `rpc_client_call_duration_seconds_count` (load generator side) over the window.
+    pub(super) client_calls: u64,
+    /// gRPC calls, either side, that the agent saw end with a status other than `OK`.
+    pub(super) calls_not_ok: u64,
     /// Sum over the agent's programs of `run_time_ns` during the load (not the settling after it).
     pub(super) probe_run_time_ns: u64,
     pub(super) probe_run_cnt: u64,
@@ -162,6 +168,15 @@ impl Agent {
         run.client_requests = metrics_after
             .client_requests
             .saturating_sub(metrics_before.client_requests);
+        run.server_calls = metrics_after
+            .server_calls
+            .saturating_sub(metrics_before.server_calls);
+        run.client_calls = metrics_after
+            .client_calls
+            .saturating_sub(metrics_before.client_calls);
+        run.calls_not_ok = metrics_after
+            .calls_not_ok
+            .saturating_sub(metrics_before.calls_not_ok);
         for (id, (time_after, cnt_after)) in &bpf_after {
             let (time_before, cnt_before) = bpf_before.get(id).copied().unwrap_or((0, 0));
             let (time, cnt) = (

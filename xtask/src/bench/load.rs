@@ -1,8 +1,9 @@
-//! Load generators: runs wrk, hey or oha against a URL for a fixed duration and parses what each
-//! reports into one [`LoadResult`] (requests completed, errors, p50/p99 latency).
+//! Load generators: runs wrk, hey, oha or h2load against a [`Target`] for a fixed duration and
+//! parses what each reports into one [`LoadResult`] (requests completed, errors, p50/p99 latency).
 //!
 //! - Saturation: `wrk` (closed loop, as fast as its connections go). A Lua `done()` hook prints the
 //!   exact totals and percentiles (µs) on one line instead of wrk's rounded text.
+//! - HTTP/2 (h2c and gRPC unary): `h2load`, closed loop over multiplexed streams (see `h2load`).
 //! - Fixed rate: `oha -q` when installed (constant rate with `--latency-correction`, the wrk2 model,
 //!   ns latencies), else `hey -q` (a ticker per worker; it prints latencies with 100 µs resolution).
 //!   hey shares at most 500 idle connections between its workers, so a scenario with more
@@ -10,7 +11,14 @@
 //!   connection sends one request every `conns / rps` s plus the latency, so the rate achieved is
 //!   a little below the one asked for).
 
-use std::{collections::BTreeMap, fmt, fs, path::Path, process::Command};
+mod h2load;
+
+use std::{
+    collections::BTreeMap,
+    fmt, fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{bail, Context as _, Result};
 use clap::ValueEnum;
@@ -29,19 +37,24 @@ pub(super) enum Load {
     Saturation { conns: u32 },
     /// `rps` requests per second in total, over `conns` keep-alive connections.
     Rate { rps: u32, conns: u32 },
+    /// As many requests as `conns` HTTP/2 connections carry with `streams` requests in flight on
+    /// each (closed loop, prior knowledge: no Upgrade).
+    Streams { conns: u32, streams: u32 },
 }
 
 impl Load {
     pub(super) fn conns(self) -> u32 {
         match self {
-            Load::Saturation { conns } | Load::Rate { conns, .. } => conns,
+            Load::Saturation { conns } | Load::Rate { conns, .. } | Load::Streams { conns, .. } => {
+                conns
+            }
         }
     }
 
     /// The rate asked for, `None` at saturation.
     pub(super) fn target_rps(self) -> Option<u32> {
         match self {
-            Load::Saturation { .. } => None,
+            Load::Saturation { .. } | Load::Streams { .. } => None,
             Load::Rate { rps, .. } => Some(rps),
         }
     }
@@ -52,8 +65,21 @@ impl fmt::Display for Load {
         match self {
             Load::Saturation { conns } => write!(f, "saturation, {conns} connections"),
             Load::Rate { rps, conns } => write!(f, "{rps} req/s over {conns} connections"),
+            Load::Streams { conns, streams } => write!(
+                f,
+                "saturation, {conns} HTTP/2 connections × {streams} streams"
+            ),
         }
     }
+}
+
+/// Where a run sends its requests, and what they are.
+#[derive(Debug, Clone)]
+pub(super) struct Target {
+    pub(super) url: String,
+    /// gRPC unary calls: the file holding one length-prefixed message, POSTed as each request's
+    /// body with gRPC's headers (h2load only). `None`: GET `url`.
+    pub(super) grpc_message: Option<PathBuf>,
 }
 
 /// `--rate-tool`: the load generator for fixed-rate scenarios.
@@ -75,6 +101,7 @@ pub(super) enum Tool {
     Wrk,
     Hey,
     Oha,
+    H2load,
 }
 
 impl Tool {
@@ -83,13 +110,14 @@ impl Tool {
             Tool::Wrk => "wrk",
             Tool::Hey => "hey",
             Tool::Oha => "oha",
+            Tool::H2load => "h2load",
         }
     }
 
-    /// The finest latency step the tool reports, in µs.
+    /// The finest latency step the tool reports, in µs (h2load reports no percentiles here).
     pub(super) fn latency_resolution_us(self) -> f64 {
         match self {
-            Tool::Wrk | Tool::Oha => 1.0,
+            Tool::Wrk | Tool::Oha | Tool::H2load => 1.0,
             Tool::Hey => 100.0,
         }
     }
@@ -106,6 +134,7 @@ pub(super) struct LoadResult {
     pub(super) errors: u64,
     /// Length of the run as the tool measured it.
     pub(super) seconds: f64,
+    /// Latency percentiles in µs; NaN when the tool does not measure them (h2load: see `h2load`).
     pub(super) p50_us: f64,
     pub(super) p99_us: f64,
 }
@@ -127,16 +156,17 @@ pub(super) struct Generators {
 }
 
 impl Generators {
-    /// Checks that the tools `rate_tool` needs run (wrk always; hey or oha for fixed rates).
+    /// Checks that the tools `rate_tool` needs run (wrk always; hey or oha for fixed rates;
+    /// h2load for HTTP/2).
     pub(super) fn detect(rate_tool: RateTool) -> Result<Self> {
         let oha = runs(Command::new("oha").arg("--version"));
         if rate_tool == RateTool::Oha && !oha {
             bail!("`--rate-tool oha`: `oha` is not on PATH (install it with `cargo install oha --locked`)");
         }
         // `wrk -v` and `hey` without a URL both exit non-zero; finding the program is enough.
-        for tool in ["wrk", "hey"] {
+        for (tool, package) in [("wrk", "wrk"), ("hey", "hey"), ("h2load", "nghttp2-client")] {
             if !on_path(tool) {
-                bail!("`{tool}` is not on PATH (apt package `{tool}`)");
+                bail!("`{tool}` is not on PATH (apt package `{package}`)");
             }
         }
         Ok(Self { rate_tool, oha })
@@ -144,8 +174,10 @@ impl Generators {
 
     /// The tool that runs `load`.
     pub(super) fn tool_for(&self, load: Load) -> Tool {
-        let Load::Rate { conns, .. } = load else {
-            return Tool::Wrk;
+        let conns = match load {
+            Load::Saturation { .. } => return Tool::Wrk,
+            Load::Streams { .. } => return Tool::H2load,
+            Load::Rate { conns, .. } => conns,
         };
         match self.rate_tool {
             RateTool::Oha => Tool::Oha,
@@ -155,19 +187,27 @@ impl Generators {
         }
     }
 
-    /// Runs `load` against `url` for `seconds`; `dir` holds wrk's Lua scripts.
+    /// Runs `load` against `target` for `seconds`; `dir` holds wrk's Lua scripts.
     pub(super) fn run(
         &self,
         load: Load,
-        url: &str,
+        target: &Target,
         seconds: u64,
         dir: &Path,
     ) -> Result<LoadResult> {
         let tool = self.tool_for(load);
+        if target.grpc_message.is_some() && tool != Tool::H2load {
+            bail!(
+                "gRPC calls need an HTTP/2 load (h2load), not {}",
+                tool.name()
+            );
+        }
+        let url = target.url.as_str();
         let mut cmd = match tool {
             Tool::Wrk => wrk_command(load, url, seconds, dir)?,
             Tool::Hey => hey_command(load, url, seconds),
             Tool::Oha => oha_command(load, url, seconds),
+            Tool::H2load => h2load::command(load, target, seconds),
         };
         let command = exec::display(&cmd);
         println!("$ {command}");
@@ -176,6 +216,7 @@ impl Generators {
             Tool::Wrk => parse_wrk(&out),
             Tool::Hey => parse_hey(&out),
             Tool::Oha => parse_oha(&out),
+            Tool::H2load => h2load::parse(&out),
         };
         let (requests, errors, seconds, p50_us, p99_us) = parsed.with_context(|| {
             format!(
@@ -196,7 +237,7 @@ impl Generators {
 }
 
 /// (requests, errors, seconds, p50 µs, p99 µs).
-type Parsed = (u64, u64, f64, f64, f64);
+pub(super) type Parsed = (u64, u64, f64, f64, f64);
 
 /// wrk's `done()` hook: one line of exact totals (latencies in µs).
 const WRK_DONE: &str = r#"
@@ -212,7 +253,9 @@ end
 fn wrk_command(load: Load, url: &str, seconds: u64, dir: &Path) -> Result<Command> {
     let conns = load.conns();
     let (script, name) = match load {
-        Load::Saturation { .. } => (WRK_DONE.to_owned(), "wrk-done.lua".to_owned()),
+        Load::Saturation { .. } | Load::Streams { .. } => {
+            (WRK_DONE.to_owned(), "wrk-done.lua".to_owned())
+        }
         Load::Rate { rps, conns } => {
             let pace_ms = (u64::from(conns) * 1000 / u64::from(rps.max(1))).max(1);
             (
@@ -465,6 +508,13 @@ mod tests {
                 conns: 1000
             }),
             Tool::Oha
+        );
+        assert_eq!(
+            g.tool_for(Load::Streams {
+                conns: 10,
+                streams: 10
+            }),
+            Tool::H2load
         );
     }
 }

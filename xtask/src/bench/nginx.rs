@@ -1,5 +1,6 @@
-//! The server under load: nginx with its own configuration in the run directory, serving one small
-//! static file over HTTP/1.1 keep-alive on a free loopback port.
+//! The HTTP server under load: nginx with its own configuration in the run directory, serving one
+//! small static file over HTTP/1.1 keep-alive on one free loopback port and over h2c (HTTP/2 with
+//! prior knowledge: nginx 1.22's `listen … http2` without `ssl` has no Upgrade) on another.
 //!
 //! One process (`master_process off`, `worker_processes 1`): the load generator, nginx and the agent
 //! share the machine's cores, and one worker keeps nginx from taking all of them.
@@ -13,8 +14,10 @@ use super::child::{free_port, Child};
 /// Size of the served file (`/index.html`), in bytes.
 pub(super) const BODY_BYTES: usize = 1024;
 
-/// `@DIR@` and `@PORT@` are replaced. `access_log off` keeps disk writes out of the measurement;
-/// `sendfile on` is Debian's default (the body then never passes through `write`).
+/// `@DIR@`, `@PORT@` and `@H2C_PORT@` are replaced. `access_log off` keeps disk writes out of the
+/// measurement; `sendfile on` is Debian's default (the body then never passes through `write`; over
+/// HTTP/2 nginx still sends it with `sendfile`, after the frame headers). `keepalive_requests`
+/// bounds the requests per HTTP/2 connection too (nginx ≥ 1.19.7).
 const CONFIG: &str = "\
 daemon off;
 master_process off;
@@ -46,12 +49,21 @@ http {
         root @DIR@/www;
         location / { }
     }
+
+    server {
+        listen 127.0.0.1:@H2C_PORT@ http2 backlog=4096;
+        root @DIR@/www;
+        location / { }
+    }
 }
 ";
 
 /// A running nginx; stopped when dropped.
 pub(super) struct Nginx {
+    /// HTTP/1.1.
     pub(super) port: u16,
+    /// h2c, prior knowledge.
+    pub(super) h2c_port: u16,
     _child: Child,
 }
 
@@ -64,10 +76,11 @@ impl Nginx {
             .map(|i| if i % 64 == 63 { '\n' } else { 'x' })
             .collect();
         fs::write(root.join("www/index.html"), body)?;
-        let port = free_port()?;
+        let (port, h2c_port) = (free_port()?, free_port()?);
         let conf = CONFIG
             .replace("@DIR@", &root.to_string_lossy())
-            .replace("@PORT@", &port.to_string());
+            .replace("@PORT@", &port.to_string())
+            .replace("@H2C_PORT@", &h2c_port.to_string());
         let conf_path = root.join("nginx.conf");
         fs::write(&conf_path, conf)?;
         let mut cmd = Command::new("nginx");
@@ -85,14 +98,21 @@ impl Nginx {
             false,
         )?;
         child.wait_for_port(port, Duration::from_secs(10))?;
+        child.wait_for_port(h2c_port, Duration::from_secs(10))?;
         Ok(Self {
             port,
+            h2c_port,
             _child: child,
         })
     }
 
-    /// The URL the load generators request.
+    /// The URL the HTTP/1.1 load generators request.
     pub(super) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/index.html", self.port)
+    }
+
+    /// The same file over h2c (h2load's `http://` means HTTP/2 with prior knowledge).
+    pub(super) fn h2c_url(&self) -> String {
+        format!("http://127.0.0.1:{}/index.html", self.h2c_port)
     }
 }

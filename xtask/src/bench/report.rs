@@ -16,6 +16,7 @@ use self::summary::{Summary, METRICS};
 use super::{
     agent::AgentRun,
     load::{LoadResult, Tool},
+    servers::Server,
     Scenario,
 };
 
@@ -100,6 +101,9 @@ fn run_json(run: &Run) -> Value {
             "spans": a.spans,
             "server_requests_seen": a.server_requests,
             "client_requests_seen": a.client_requests,
+            "server_calls_seen": a.server_calls,
+            "client_calls_seen": a.client_calls,
+            "calls_not_ok": a.calls_not_ok,
             "probe_run_time_ns": a.probe_run_time_ns,
             "probe_run_cnt": a.probe_run_cnt,
             "probes": a.probes.iter().map(|(name, (t, c))| (name.clone(), json!({"run_time_ns": t, "run_cnt": c}))).collect::<serde_json::Map<_, _>>(),
@@ -154,9 +158,10 @@ pub(super) fn markdown(
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
         md,
-        "Agent overhead under loopback HTTP/1.1 load against nginx, measured by `cargo xtask bench` \
+        "Agent overhead under loopback load ({}), measured by `cargo xtask bench` \
          (`xtask/src/bench.rs`); README.md § Benchmarks explains how to read it. Raw runs: \
          `{}`.\n",
+        loads_described(runs),
         json_path
             .strip_prefix(crate::build::repo_root())
             .unwrap_or(json_path)
@@ -169,7 +174,7 @@ pub(super) fn markdown(
         "| sonde | {}, commit {} |",
         machine.sonde_version, machine.commit
     );
-    let _ = writeln!(md, "| CPU | {} × {} cores, shared by the load generator, nginx and the agent (nothing pinned) |", machine.cpu, machine.cores);
+    let _ = writeln!(md, "| CPU | {} × {} cores, shared by the load generator, the server and the agent (nothing pinned) |", machine.cpu, machine.cores);
     let _ = writeln!(md, "| memory | {} |", machine.memory);
     let _ = writeln!(md, "| kernel | {} |", machine.kernel);
     let _ = writeln!(md, "| load average at start | {} |", machine.loadavg);
@@ -188,12 +193,25 @@ pub(super) fn markdown(
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
     let _ = writeln!(md, "| tools | {} |", versions.join(", "));
+    let grpc_server = if ran(runs, Server::Grpc) {
+        format!(
+            " gRPC server: Python grpcio (`grpc.aio`, one thread), unary echo of a {} B message over h2c.",
+            super::grpc::MESSAGE_BYTES
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         md,
-        "| method | {} repeat(s) × {} s per scenario; in each repeat and scenario one run without the agent, then one with it. nginx: 1 worker, keep-alive, a {} B static file, `access_log off`. Agent: `--port <nginx>`, OTLP/gRPC to rotel with its blackhole exporter |",
+        "| method | {} repeat(s) × {} s per scenario; in each repeat and scenario one run without the agent, then one with it. nginx: 1 worker, keep-alive, a {} B static file, `access_log off`{}.{grpc_server} Agent: `--port <server>`, OTLP/gRPC to rotel with its blackhole exporter |",
         config.repeats,
         config.duration_secs,
-        super::nginx::BODY_BYTES
+        super::nginx::BODY_BYTES,
+        if ran(runs, Server::H2c) {
+            "; HTTP/1.1 and h2c (prior knowledge) on two ports"
+        } else {
+            ""
+        }
     );
     if !machine.other_agents.is_empty() {
         let _ = writeln!(
@@ -268,12 +286,31 @@ pub(super) fn markdown(
     }
 
     let _ = writeln!(md, "## Notes\n");
-    let _ = writeln!(md, "- Throughput and latency are the load generator's. wrk and oha report latency in µs, hey in steps of 100 µs: too coarse for the 5 µs goal, so the added p50 is `unresolved` unless it exceeds the goal by more than a step.");
+    let _ = writeln!(md, "- Throughput and latency are the load generator's. wrk and oha report latency in µs, hey in steps of 100 µs: too coarse for the 5 µs goal, so the added p50 is `unresolved` unless it exceeds the goal by more than a step. h2load (h2c, gRPC) prints no percentiles, and its per-request log would add a `write` per request that the agent's tracepoints see, so those scenarios have no latency rows.");
     let _ = writeln!(md, "- Agent CPU: the agent's process CPU clock (all threads, user + system) from just before the load until its span count stopped growing (it had processed the load), divided by the requests sent. The export of the last partial batch, sent later on the SDK's 5 s timer, is not included. The user/system split comes from `/proc/<tgid>/stat` (10 ms ticks).");
     let _ = writeln!(md, "- Kernel probe time: the `run_time_ns` and `run_cnt` of every BPF program the agent holds (its `/proc/<tgid>/fdinfo`), over the load window, with `BPF_ENABLE_STATS` on during the runs with the agent (as `kernel.bpf_stats_enabled=1`; the statistics themselves add about two clock reads per program run). The tracepoints fire for every process on the host, so background syscalls are counted too.");
-    let _ = writeln!(md, "- Spans per request: both sides are plaintext, so each request should give 2 spans (SERVER in nginx, CLIENT in the load generator). Requests cut off at the end of a run are seen by the agent but not counted by the load generator.");
-    let _ = writeln!(md, "- {} cores: the load generator, nginx and the agent compete for them, so at saturation any CPU the agent takes is throughput lost.", machine.cores);
+    let _ = writeln!(md, "- Spans per request: both sides are plaintext, so each request or gRPC call should give 2 spans (SERVER in nginx or the gRPC server, CLIENT in the load generator). Requests cut off at the end of a run are seen by the agent but not counted by the load generator (h2load: up to connections × streams of them).");
+    let _ = writeln!(md, "- {} cores: the load generator, the server and the agent compete for them, so at saturation any CPU the agent takes is throughput lost.", machine.cores);
     md
+}
+
+/// Whether a scenario against `server` ran.
+fn ran(runs: &[Run], server: Server) -> bool {
+    runs.iter().any(|r| r.scenario.server == server)
+}
+
+/// The loads that ran, for the report's first sentence.
+fn loads_described(runs: &[Run]) -> String {
+    let loads: Vec<&str> = [
+        (Server::Http1, "HTTP/1.1 against nginx"),
+        (Server::H2c, "h2c against nginx"),
+        (Server::Grpc, "unary gRPC against a Python grpcio server"),
+    ]
+    .into_iter()
+    .filter(|&(server, _)| ran(runs, server))
+    .map(|(_, text)| text)
+    .collect();
+    loads.join(", ")
 }
 
 /// Warnings about a scenario's runs (rate not reached, errors, agent still busy after the load).
@@ -305,6 +342,12 @@ fn scenario_notes(scenario: &Scenario, runs: &[&Run]) -> Vec<String> {
                 notes.push(format!(
                     "repeat {}: the agent's span count was still moving {:.0} s after the load",
                     run.repeat, a.settle_seconds
+                ));
+            }
+            if a.calls_not_ok > 0 {
+                notes.push(format!(
+                    "repeat {}: the agent saw {} gRPC calls end with a status other than OK",
+                    run.repeat, a.calls_not_ok
                 ));
             }
         }

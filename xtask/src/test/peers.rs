@@ -2,10 +2,11 @@
 //!
 //! apt: nginx (server), curl (client), bpftool (inspecting loaded programs when a test fails),
 //! openssl (self-signed certificates for the TLS tests), prometheus (a real scraper of `/metrics`,
-//! with promtool to lint the exposition).
-//! pip: opentelemetry-proto + grpcio (the independent OTLP sink, tests/peers/otlp_sink.py) and rotel
-//! (a real OTLP collector used as a gateway). rotel only ships pre-releases, so it alone gets `--pre`:
-//! with `--pre` the others would pull protobuf release candidates.
+//! with promtool to lint the exposition), nghttp2-client (`nghttp` and `h2load`, HTTP/2 clients).
+//! pip: opentelemetry-proto + grpcio (the independent OTLP sink, tests/peers/otlp_sink.py; grpcio is
+//! also the gRPC server and client of tests/peers/grpc_peer.py) and rotel (a real OTLP collector
+//! used as a gateway). rotel only ships pre-releases, so it alone gets `--pre`: with `--pre` the
+//! others would pull protobuf release candidates.
 
 use std::process::Command;
 
@@ -13,7 +14,14 @@ use anyhow::Result;
 
 use crate::{apt, exec};
 
-const APT_PACKAGES: [&str; 5] = ["nginx", "curl", "bpftool", "openssl", "prometheus"];
+const APT_PACKAGES: [&str; 6] = [
+    "nginx",
+    "curl",
+    "bpftool",
+    "openssl",
+    "prometheus",
+    "nghttp2-client",
+];
 
 /// (distribution name, pinned version or `None` for any, pip requirement, needs `--pre`).
 const PIP_PACKAGES: [(&str, Option<&str>, &str, bool); 3] = [

@@ -81,15 +81,17 @@ const MATRIX: [Target; 3] = [
 ];
 
 /// Test binaries (files in `tests/tests/`) of the full suite: the plain-HTTP tests that cover a
-/// server, a client and a connection opened before the agent, HTTPS through the TLS uprobes, and
-/// the capture-mode probing (`--check`, `auto`, forced modes). Not `oracle`: under emulation one
+/// server, a client and a connection opened before the agent, HTTPS through the TLS uprobes, gRPC
+/// (grpcio's `sendmsg`/`recvmsg` with up to hundreds of iovecs, HTTP/2 capture raised per socket),
+/// and the capture-mode probing (`--check`, `auto`, forced modes). Not `oracle`: under emulation one
 /// nginx event-loop turn can take several ms, which nginx's cached clock (its `$request_time`)
 /// does not see, so its 2 ms duration tolerance is for real hardware.
-const FULL_TESTS: [&str; 5] = [
+const FULL_TESTS: [&str; 6] = [
     "http1_nginx",
     "http1_python",
     "preexisting_connection",
     "tls",
+    "grpc",
     "capture_modes",
 ];
 

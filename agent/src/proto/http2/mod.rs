@@ -15,8 +15,11 @@
 //! - Streams multiplexed on one connection are separate exchanges, each timed from the first
 //!   byte of its request HEADERS frame ([`Chunk::first_byte_ns`]) to the `end_ns` of the chunk
 //!   holding its response's END_STREAM (trailers included).
-//! - gRPC (<https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md>): the method is the
-//!   `:path`; the status is `grpc-status` from the trailers or a Trailers-Only response; without
+//! - gRPC (<https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md>): a stream with
+//!   `content-type: application/grpc*` or a `grpc-status`; when those fields are unknown (HPACK
+//!   entries from before a join), a stream whose `content-type` is not known to be something else
+//!   and whose connection carried gRPC before, or whose response ended with trailers. The method
+//!   is the `:path`; the status is `grpc-status` from the trailers or a Trailers-Only response; without
 //!   one, a non-200 `:status` is mapped as gRPC's HTTP-to-status table says. A stream reset
 //!   (RST_STREAM) before its status ends the call as CANCELLED (CANCEL), or DEADLINE_EXCEEDED when
 //!   the request's `grpc-timeout` had run out by then (within 2 %, at least 2 ms: encoders round the
@@ -170,6 +173,8 @@ struct Fields {
     path: Option<String>,
     authority: Option<String>,
     status: Option<u16>,
+    /// `content-type` was decoded (whatever its value).
+    content_type_known: bool,
     grpc_content_type: bool,
     grpc_status: Option<u32>,
     grpc_timeout_ns: Option<u64>,
@@ -185,8 +190,15 @@ struct Stream {
     request: Option<Fields>,
     /// Final `:status` of the response (1xx skipped).
     status: Option<u16>,
+    /// gRPC by its own markers (`content-type: application/grpc*`, `grpc-status`).
     grpc: bool,
+    /// The request's `content-type` was decoded and is not gRPC's.
+    not_grpc: bool,
     grpc_status: Option<u32>,
+    /// Response header blocks seen (decoded or lost); a second one with END_STREAM is trailers.
+    response_blocks: u8,
+    /// The response ended with a trailers block, as gRPC responses do (plain HTTP rarely).
+    trailers: bool,
     /// DATA payload bytes per side (`[request, response]`); `None` once some were unknown.
     bytes: [Option<u64>; 2],
 }
@@ -200,6 +212,9 @@ struct Http2Parser {
     /// HPACK decoders, indexed like `readers`: the request side's mirrors the client's encoder.
     decoders: [hpack::Decoder; 2],
     streams: HashMap<u32, Stream>,
+    /// A stream of this connection was gRPC by its own markers: a channel carries only gRPC, so a
+    /// stream whose markers went unknown (HPACK entries from before a join or a loss) is too.
+    grpc_seen: bool,
     stats: ParseStats,
     flow: Flow,
 }
@@ -250,6 +265,7 @@ impl Http2Parser {
             readers,
             decoders: [decoder(), decoder()],
             streams: HashMap::new(),
+            grpc_seen: false,
             stats: ParseStats::default(),
             flow: Flow::Parsing,
         }
@@ -544,9 +560,14 @@ impl Http2Parser {
             Stream {
                 start_ns: block.started_ns,
                 grpc: fields.as_ref().is_some_and(|f| f.grpc_content_type),
+                not_grpc: fields
+                    .as_ref()
+                    .is_some_and(|f| f.content_type_known && !f.grpc_content_type),
                 request: fields,
                 status: None,
                 grpc_status: None,
+                response_blocks: 0,
+                trailers: false,
                 bytes: [Some(0), Some(0)],
             },
         );
@@ -571,6 +592,8 @@ impl Http2Parser {
             stream.grpc |= f.grpc_content_type || f.grpc_status.is_some();
             stream.grpc_status = f.grpc_status.or(stream.grpc_status);
         }
+        stream.response_blocks = stream.response_blocks.saturating_add(1);
+        stream.trailers |= block.end_stream && stream.response_blocks > 1;
         if block.end_stream {
             self.complete(block.stream, chunk.end_ns, out);
         }
@@ -578,16 +601,17 @@ impl Http2Parser {
 
     /// RST_STREAM (§6.4) from either end.
     fn on_reset(&mut self, id: u32, code: Option<u32>, chunk: Chunk<'_>, out: &mut Vec<Completed>) {
+        let grpc_seen = self.grpc_seen;
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        if stream.grpc && stream.grpc_status.is_none() {
+        if is_grpc(grpc_seen, stream) && stream.grpc_status.is_none() {
             let elapsed = chunk.end_ns.saturating_sub(stream.start_ns);
             let timeout = stream.request.as_ref().and_then(|f| f.grpc_timeout_ns);
             stream.grpc_status = Some(reset_status(code, elapsed, timeout));
             stream.bytes[1] = None;
             self.complete(id, chunk.end_ns, out);
-        } else if !stream.grpc && stream.status.is_some() {
+        } else if !is_grpc(grpc_seen, stream) && stream.status.is_some() {
             stream.bytes[1] = None;
             self.complete(id, chunk.end_ns, out);
         } else {
@@ -604,15 +628,18 @@ impl Http2Parser {
         // A request whose block was lost, or whose `:method`/`:path` referred to table entries
         // from before the join, is still reported when its status is known: the unknown fields
         // stay empty (absent from the span), never guessed.
+        let grpc = is_grpc(self.grpc_seen, &stream);
+        self.grpc_seen |= stream.grpc;
         let request = stream.request.unwrap_or_default();
         let unknown_fields = request.method.is_none() || request.path.is_none();
-        let kind = if stream.grpc {
+        let kind = if grpc {
             let status = stream
                 .grpc_status
                 .or_else(|| stream.status.filter(|s| *s != 200).map(http_to_grpc_status));
-            if status.is_none() && unknown_fields {
-                self.stats.response_headers_unknown += 1;
-                return;
+            if status.is_none() {
+                // `grpc-status` referred to a table entry from before a join or a loss: the
+                // call is reported without it.
+                self.stats.grpc_status_unknown += 1;
             }
             ExchangeKind::Rpc(RpcExchange {
                 system: RpcSystem::Grpc,
@@ -689,6 +716,13 @@ impl Parser for Http2Parser {
     }
 }
 
+/// Whether `stream` is a gRPC call: by its own markers; else, unless its `content-type` said
+/// otherwise, when its connection carried gRPC before (`grpc_seen`) or its response ended with
+/// trailers.
+fn is_grpc(grpc_seen: bool, stream: &Stream) -> bool {
+    stream.grpc || (!stream.not_grpc && (grpc_seen || stream.trailers))
+}
+
 /// The header block fragment of a HEADERS (or PUSH_PROMISE) frame: without the Pad Length byte
 /// and padding, the priority fields (HEADERS) or the promised stream id (PUSH_PROMISE). `None`
 /// when the frame is too short for what its flags announce, or its prefix was not captured.
@@ -731,7 +765,10 @@ fn keep_field(fields: &mut Fields, name: &[u8], value: &[u8]) {
         b":status" => {
             fields.status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
         }
-        b"content-type" => fields.grpc_content_type = value.starts_with(b"application/grpc"),
+        b"content-type" => {
+            fields.content_type_known = true;
+            fields.grpc_content_type = value.starts_with(b"application/grpc");
+        }
         b"grpc-status" => {
             fields.grpc_status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
         }

@@ -41,6 +41,8 @@ parse_stats! {
     /// Streams reported without a known `:method` or `:path` (their request's block was lost, or
     /// referred to table entries from before the join): those attributes are absent.
     request_headers_unknown,
+    /// gRPC calls reported without a status (`grpc-status` referred to an unknown table entry).
+    grpc_status_unknown,
     /// HTTP (not gRPC) responses that ended without a known final `:status`: dropped.
     response_headers_unknown,
     /// Response frames on a stream whose request the agent never saw (joined mid-stream, or an

@@ -149,6 +149,7 @@ impl Conn {
                 "request_headers_unknown" => &mut stats.request_headers_unknown,
                 "response_headers_unknown" => &mut stats.response_headers_unknown,
                 "unpaired_response" => &mut stats.unpaired_response,
+                "grpc_status_unknown" => &mut stats.grpc_status_unknown,
                 "reset_before_response" => &mut stats.reset_before_response,
                 "unanswered_at_close" => &mut stats.unanswered_at_close,
                 "push_promise" => &mut stats.push_promise,
@@ -570,4 +571,39 @@ fn random_bytes_never_panic() {
             assert!(ex.end_ns >= ex.start_ns);
         }
     }
+}
+
+#[test]
+fn grpc_channel_keeps_reporting_calls_whose_markers_went_unknown() {
+    let mut c = Conn::new(Role::Server, Start::Beginning);
+    let mut req = preface_and_settings();
+    req.extend(grpc_request(1, "/sonde.test.Echo/Unary", &[]));
+    req.extend(data(1, END_STREAM, 7));
+    c.feed(Side::Request, (0, 10), &req);
+    let mut resp = headers(
+        1,
+        0,
+        &[(":status", "200"), ("content-type", "application/grpc")],
+    );
+    resp.extend(data(1, 0, 7));
+    resp.extend(headers(1, END_STREAM, &[("grpc-status", "0")]));
+    c.feed(Side::Response, (20, 30), &resp);
+    // Records lost both ways: both HPACK tables are unknown from here.
+    c.parser.on_gap(Direction::Ingress);
+    c.parser.on_gap(Direction::Egress);
+    // `:method POST` and `:status 200` are static entries; `:path`, `content-type` and
+    // `grpc-status` refer to dynamic entries inserted before the loss.
+    let mut req = frame(0x1, END_HEADERS, 3, &[0x83, 0x86, 0xbf, 0xbe]);
+    req.extend(data(3, END_STREAM, 7));
+    c.feed(Side::Request, (40, 50), &req);
+    let mut resp = frame(0x1, END_HEADERS, 3, &[0x88, 0xbe]);
+    resp.extend(data(3, 0, 7));
+    resp.extend(frame(0x1, END_HEADERS | END_STREAM, 3, &[0xbf]));
+    c.feed(Side::Response, (60, 70), &resp);
+    assert_eq!(c.out.len(), 2, "{:?}", c.stats.nonzero());
+    let (ex, r) = c.rpc(1);
+    assert_eq!((r.method.as_str(), r.status), ("", None));
+    assert_eq!((ex.start_ns, ex.end_ns), (50, 70));
+    assert_eq!(c.stats.grpc_status_unknown, 1);
+    assert_eq!(c.stats.request_headers_unknown, 1);
 }

@@ -16,8 +16,14 @@ pub(super) struct Metrics {
     pub(super) dropped: BTreeMap<String, u64>,
     /// `sonde_spans_total` by `outcome`.
     pub(super) spans: BTreeMap<String, u64>,
+    /// `http_{server,client}_request_duration_seconds_count`: HTTP exchanges (HTTP/1.x and h2c).
     pub(super) server_requests: u64,
     pub(super) client_requests: u64,
+    /// `rpc_{server,client}_call_duration_seconds_count`: gRPC calls.
+    pub(super) server_calls: u64,
+    pub(super) client_calls: u64,
+    /// gRPC calls (either side) whose `rpc_response_status_code` is not `OK`.
+    pub(super) calls_not_ok: u64,
 }
 
 impl Metrics {
@@ -37,6 +43,14 @@ impl Metrics {
                 }
                 "http_server_request_duration_seconds_count" => m.server_requests += value,
                 "http_client_request_duration_seconds_count" => m.client_requests += value,
+                "rpc_server_call_duration_seconds_count" => {
+                    m.server_calls += value;
+                    m.calls_not_ok += not_ok(labels, value);
+                }
+                "rpc_client_call_duration_seconds_count" => {
+                    m.client_calls += value;
+                    m.calls_not_ok += not_ok(labels, value);
+                }
                 _ => {}
             }
         }
@@ -45,6 +59,15 @@ impl Metrics {
 
     pub(super) fn recorded(&self) -> u64 {
         self.spans.get("recorded").copied().unwrap_or(0)
+    }
+}
+
+/// `count` when the calls of a label block did not end with gRPC status `OK`, else 0.
+fn not_ok(labels: &str, count: u64) -> u64 {
+    if label(labels, "rpc_response_status_code") == Some("OK") {
+        0
+    } else {
+        count
     }
 }
 
@@ -120,12 +143,19 @@ mod tests {
             sonde_kernel_dropped_total{job=\"sonde\",reason=\"ringbuf_full\",program=\"write\"} 4\n\
             http_server_request_duration_seconds_count{job=\"nginx\",http_route=\"/a,b=\\\"c\\\"\"} 10\n\
             http_server_request_duration_seconds_count{job=\"nginx\",http_route=\"/x\"} 5\n\
-            http_client_request_duration_seconds_count{job=\"wrk\"} 15\n";
+            http_client_request_duration_seconds_count{job=\"wrk\"} 15\n\
+            rpc_server_call_duration_seconds_count{job=\"python3\",rpc_method=\"sonde.bench.Echo/Unary\",rpc_response_status_code=\"OK\"} 40\n\
+            rpc_server_call_duration_seconds_count{job=\"python3\",rpc_method=\"sonde.bench.Echo/Unary\",rpc_response_status_code=\"UNIMPLEMENTED\"} 2\n\
+            rpc_client_call_duration_seconds_count{job=\"h2load\",rpc_response_status_code=\"OK\"} 41\n";
         let m = Metrics::parse(text);
         assert_eq!(m.recorded(), 87546);
         assert_eq!(m.spans.get("exported"), Some(&87040));
         assert_eq!(m.dropped.get("ringbuf_full"), Some(&7));
         assert_eq!((m.server_requests, m.client_requests), (15, 15));
+        assert_eq!(
+            (m.server_calls, m.client_calls, m.calls_not_ok),
+            (42, 41, 2)
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub(in crate::bench) struct Machine {
     pub(in crate::bench) loadavg: String,
     pub(in crate::bench) commit: String,
     pub(in crate::bench) sonde_version: String,
-    /// (tool, version) for nginx, wrk, hey, oha.
+    /// (tool, version) for nginx, wrk, hey, oha, h2load (nghttp2-client), grpcio.
     pub(in crate::bench) versions: Vec<(&'static str, String)>,
     /// Other `sonde` processes found at the start (they would skew both sides).
     pub(in crate::bench) other_agents: Vec<u32>,
@@ -83,6 +83,8 @@ impl Machine {
                 ("wrk", dpkg("wrk")),
                 ("hey", dpkg("hey")),
                 ("oha", oha),
+                ("h2load", dpkg("nghttp2-client")),
+                ("grpcio", crate::bench::grpc::grpcio_version()),
             ],
             other_agents: other_sonde_processes(),
         }
