@@ -1,5 +1,5 @@
-//! The golden HTTP/1 fixtures (`agent/tests/fixtures/http1/*.bin`): one reader for the golden test
-//! and the criterion benchmarks (both include this file with `#[path]`).
+//! The golden fixtures (`agent/tests/fixtures/<protocol>/*.bin`, HTTP/1 and HTTP/2): one reader for
+//! the golden tests and the criterion benchmarks (all include this file with `#[path]`).
 
 use std::{
     fs,
@@ -17,7 +17,14 @@ pub(crate) struct Record {
 
 /// `agent/tests/fixtures/http1`.
 pub(crate) fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/http1")
+    protocol_fixture_dir("http1")
+}
+
+/// `agent/tests/fixtures/<protocol>` (`http1`, `http2`).
+pub(crate) fn protocol_fixture_dir(protocol: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(protocol)
 }
 
 /// Parses a fixture: repeated `direction (b'C' | b'S'), u32 LE length, bytes` records.
