@@ -26,8 +26,12 @@ SPECs:
     concurrent:N[:HOLD_MS]    N Unary calls (16-byte requests) started together on the channel
                               (futures), then awaited; the server holds each HOLD_MS ms (default
                               100, metadata `x-hold-ms`) so all N streams are open at once. OK each.
+    wait:PATH                 No call: waits (up to 120 s) until the file PATH exists, the channel
+                              kept open and idle, then goes on with the next SPEC. Prints nothing,
+                              so a harness knows the calls before it are done from their lines.
 """
 
+import os
 import sys
 import threading
 import time
@@ -38,6 +42,7 @@ import grpc
 SERVICE = "sonde.test.Echo"
 STREAM_MESSAGES = 3
 SLOW_SERVER_LIMIT_S = 5.0
+WAIT_LIMIT_S = 120.0
 
 _lock = threading.Lock()
 _inflight = 0
@@ -214,6 +219,13 @@ def call(port, specs):
                         failures.append(f"{spec} #{i}: {code.name}")
                     elif responses != [b"%015d" % i + b"c"]:
                         failures.append(f"{spec} #{i}: the echo differs from the request")
+                continue
+            elif name == "wait":
+                limit = time.monotonic() + WAIT_LIMIT_S
+                while not os.path.exists(arg):
+                    if time.monotonic() >= limit:
+                        sys.exit(f"grpc_peer.py: {arg} did not appear within {WAIT_LIMIT_S} s")
+                    time.sleep(0.01)
                 continue
             else:
                 sys.exit(f"grpc_peer.py: unknown spec {spec!r}")

@@ -17,6 +17,7 @@
 
 pub mod agent;
 pub mod expect;
+pub mod grpc_extra;
 pub mod otlp;
 pub mod peers;
 pub mod process;

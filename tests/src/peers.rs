@@ -1093,3 +1093,164 @@ id  responseEnd requestStart  process code size request path
         assert!(!nghttp_requests_first(&interleaved));
     }
 }
+
+// ---- HTTP/2 over TLS and hypercorn (http2_tls.rs, http2_hypercorn.rs) ----
+
+/// Starts nginx from `peers/nginx_h2_tls.conf`: HTTP/2 over TLS (`listen … ssl http2`, ALPN `h2`,
+/// [`self_signed_cert`], TLS 1.2 and 1.3) on `127.0.0.1`, with the files, `return`s and access log
+/// ([`nginx_access_log`]) of [`nginx_h2c`].
+pub fn nginx_h2_tls(dir: &TempDir) -> Server {
+    nginx_from(dir, "nginx_h2_tls.conf", Some(&self_signed_cert(dir)))
+}
+
+/// Runs curl once over `urls` with `--http2 --insecure` plus `extra_args` (over TLS: HTTP/2 by
+/// ALPN, every transfer on one connection when the server keeps it), saving each body under `dir`;
+/// returns the run and the bodies in URL order. Panics unless every transfer used HTTP/2.
+pub fn curl_h2_tls(
+    dir: &TempDir,
+    urls: &[String],
+    extra_args: &[&str],
+) -> (ClientRun, Vec<Vec<u8>>) {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let run_id = RUNS.fetch_add(1, Ordering::Relaxed);
+    let outputs: Vec<PathBuf> = (0..urls.len())
+        .map(|i| dir.join(&format!("curl-h2-{run_id}-{i}.body")))
+        .collect();
+    let mut args = vec!["--insecure"];
+    args.extend_from_slice(extra_args);
+    let (run, versions) = curl_version_to(Path::new("curl"), "--http2", urls, &args, &outputs);
+    assert!(
+        versions.len() == urls.len() && versions.iter().all(|v| v == "2"),
+        "harness: curl --http2 used HTTP versions {versions:?} for {urls:?}, want 2 for each"
+    );
+    let bodies = outputs
+        .iter()
+        .map(|p| fs::read(p).unwrap_or_else(|e| panic!("read curl's output {}: {e}", p.display())))
+        .collect();
+    (run, bodies)
+}
+
+/// Runs curl once for the `http://` URL `url` with `--http2` (no prior knowledge: an HTTP/1.1
+/// request with `Upgrade: h2c`, answered `101` then over HTTP/2 on stream 1 by a server that
+/// upgrades), the body to /dev/null. Panics unless curl ended on HTTP/2, i.e. the upgrade happened.
+pub fn curl_h2c_upgrade(url: &str) -> ClientRun {
+    let urls = [url.to_owned()];
+    let (run, versions) = curl_version_to(
+        Path::new("curl"),
+        "--http2",
+        &urls,
+        &[],
+        &[PathBuf::from("/dev/null")],
+    );
+    assert!(
+        versions == ["2"],
+        "harness: curl --http2 used HTTP version {versions:?} for {url}, want 2 (no h2c upgrade?)"
+    );
+    run
+}
+
+/// Body size of `GET /ok` on [`hypercorn_h2c`] (`OK_BODY` in `peers/asgi_app.py`).
+pub const HYPERCORN_OK_BYTES: i64 = 18;
+/// Body size of `GET /missing` (404) on [`hypercorn_h2c`] (`MISSING_BODY` in `peers/asgi_app.py`).
+pub const HYPERCORN_MISSING_BYTES: i64 = 10;
+
+/// Starts hypercorn (PyPI) serving `peers/asgi_app.py` (`/ok` 200, `/missing` 404) on `127.0.0.1`
+/// and a fresh port, cleartext: HTTP/1.1, h2c with prior knowledge, and h2c by `Upgrade`.
+/// `--workers 0`: the interpreter itself serves, so the server's pid is [`python`]'s. Read what it
+/// served with [`hypercorn_requests`].
+pub fn hypercorn_h2c(dir: &TempDir) -> Server {
+    let port = free_port();
+    let app = format!("{}:app", peers_dir().join("asgi_app.py").display());
+    let mut cmd = Command::new(python());
+    cmd.args(["-m", "hypercorn", "--workers", "0", "--bind"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(app);
+    let mut proc = Proc::spawn("hypercorn", dir.path(), &mut cmd);
+    proc.wait_for_port(port, START_TIMEOUT);
+    Server {
+        proc,
+        port,
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        tls: false,
+    }
+}
+
+/// One request as `peers/asgi_app.py` saw it (its `request …` line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsgiRequest {
+    /// The ASGI scope's `http_version`: `1.1` or `2`.
+    pub http_version: String,
+    /// The client's ephemeral port.
+    pub client_port: u16,
+    pub method: String,
+    pub path: String,
+    pub status: i64,
+    pub body_bytes: i64,
+    /// The `User-Agent` header (`-` when the client sent none).
+    pub user_agent: String,
+}
+
+/// Waits until [`hypercorn_h2c`]'s app logged `expected` requests and returns them (panics if it
+/// logged fewer after [`CLIENT_TIMEOUT`], or more).
+pub fn hypercorn_requests(server: &Server, expected: usize) -> Vec<AsgiRequest> {
+    let requests = |out: &str| -> Vec<AsgiRequest> {
+        // Only complete lines: the app may be writing the next one.
+        out[..out.rfind('\n').map_or(0, |i| i + 1)]
+            .lines()
+            .filter_map(|l| l.strip_prefix("request "))
+            .map(|rest| {
+                let bad = || panic!("harness: asgi_app.py printed {rest:?}");
+                let f: Vec<&str> = rest.splitn(7, ' ').collect();
+                let [version, port, method, path, status, body, user_agent] = f[..] else {
+                    bad()
+                };
+                AsgiRequest {
+                    http_version: version.to_owned(),
+                    client_port: port.parse().unwrap_or_else(|_| bad()),
+                    method: method.to_owned(),
+                    path: path.to_owned(),
+                    status: status.parse().unwrap_or_else(|_| bad()),
+                    body_bytes: body.parse().unwrap_or_else(|_| bad()),
+                    user_agent: user_agent.to_owned(),
+                }
+            })
+            .collect()
+    };
+    crate::poll(CLIENT_TIMEOUT, || {
+        (requests(&server.proc.stdout()).len() >= expected).then_some(())
+    });
+    let out = server.proc.stdout();
+    let got = requests(&out);
+    assert_eq!(
+        got.len(),
+        expected,
+        "harness: asgi_app.py logged {} requests, want {expected}:\n{out}",
+        got.len()
+    );
+    got
+}
+
+/// `name=N` from the `conn[…]` section of the agent's last `stats:` line in `stderr` (the parse
+/// counters it logs on stop, e.g. `http2.unpaired_response`), or `None` when absent.
+pub fn agent_conn_stat(stderr: &str, name: &str) -> Option<u64> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("stats: kernel["))?;
+    let conn = line.split(" conn[").nth(1)?.split(']').next()?;
+    conn.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+}
+
+// ---- gRPC join and grpc-go ----
+
+/// A plaintext server on `127.0.0.1:port` started by another module (`grpc_extra`'s grpc-go
+/// peer), whose process `proc` already listens.
+pub fn loopback_plain_server(proc: Proc, port: u16) -> Server {
+    Server {
+        proc,
+        port,
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        tls: false,
+    }
+}

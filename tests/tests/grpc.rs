@@ -28,8 +28,18 @@ use agent_tests::{
 const PYTHON: Service = Service::Prefix("python3");
 const SERVICE: &str = "sonde.test.Echo";
 
-/// How far a CLIENT span's ends may stick out of its SERVER span's (as in `tests/oracle.rs`).
-const CONTAINMENT_SLACK: std::time::Duration = std::time::Duration::from_millis(1);
+/// How far a CLIENT span's ends may stick out of its SERVER span's: the two syscalls race to
+/// return (as in `tests/oracle.rs`), 1 ms. Inside the VM harness (`SONDE_EXPECT_CAPTURE` set by
+/// `cargo xtask test --vm`, TCG emulation) a vCPU can be descheduled for milliseconds between
+/// delivering a write's bytes and returning from it (seen: a server's last write returned 3.8 ms
+/// after the client had read its bytes), so 10 ms there.
+fn containment_slack() -> std::time::Duration {
+    if std::env::var_os("SONDE_EXPECT_CAPTURE").is_some() {
+        std::time::Duration::from_millis(10)
+    } else {
+        std::time::Duration::from_millis(1)
+    }
+}
 
 /// One call of a `grpc_peer.py call` run and how both ends must report it.
 #[derive(Debug, Clone, Copy)]
@@ -224,7 +234,7 @@ fn mismatches(
         }
         if call.contained && servers.len() == n && clients.len() == n {
             for (i, (c, s)) in clients.iter().zip(&servers).enumerate() {
-                if let Some(m) = containment_mismatch(c, s, CONTAINMENT_SLACK) {
+                if let Some(m) = containment_mismatch(c, s, containment_slack()) {
                     failures.push(format!("{label} call {i}: {m}"));
                 }
             }
@@ -261,15 +271,16 @@ fn unary_streaming_and_failing_calls_on_one_channel() {
     assert_none(&mismatches(&w, &spans, &run, client_port, &CALLS), &spans);
 }
 
-/// Test B: 20 unary calls started together on one channel (grpcio futures; the server holds each
-/// 100 ms, so all 20 streams are open at once and their frames interleave on the connection):
-/// exactly 20 SERVER and 20 CLIENT spans, each `sonde.test.Echo/Unary` and `OK`. Which CLIENT span
+/// Test B: 200 unary calls started together on one channel (grpcio futures; the server holds each
+/// 100 ms in one of its 32 worker threads, so the 200 streams are open at once, up to 32 of them
+/// in handlers, and their frames interleave on the connection): exactly 200 SERVER and 200 CLIENT
+/// spans, each `sonde.test.Echo/Unary` and `OK`. Which CLIENT span
 /// belongs to which SERVER span is not exported, so the timing check is per span: every SERVER span
 /// lies within some CLIENT span, and every CLIENT span contains some SERVER span.
 #[test]
 fn concurrent_unary_calls_interleaved_on_one_channel() {
     require_root!();
-    const N: usize = 20;
+    const N: usize = 200;
     let mut w = grpc_world("grpc-concurrent");
     let run = grpc_calls(w.port(), &[&format!("concurrent:{N}:100")]);
     let calls = [ok("", "Unary"); N];
@@ -301,7 +312,7 @@ fn concurrent_unary_calls_interleaved_on_one_channel() {
         }
     }
     let (servers, clients): (Vec<&Span>, Vec<&Span>) = spans.iter().partition(|s| s.is_server());
-    let contains = |c: &Span, s: &Span| containment_mismatch(c, s, CONTAINMENT_SLACK).is_none();
+    let contains = |c: &Span, s: &Span| containment_mismatch(c, s, containment_slack()).is_none();
     for s in &servers {
         if !clients.iter().any(|c| contains(c, s)) {
             failures.push(format!("SERVER span within no CLIENT span: {s}"));

@@ -2,7 +2,9 @@
 //!
 //! apt: nginx (server), curl (client), bpftool (inspecting loaded programs when a test fails),
 //! openssl (self-signed certificates for the TLS tests), prometheus (a real scraper of `/metrics`,
-//! with promtool to lint the exposition), nghttp2-client (`nghttp` and `h2load`, HTTP/2 clients).
+//! with promtool to lint the exposition), nghttp2-client (`nghttp` and `h2load`, HTTP/2 clients),
+//! golang-go + golang-google-grpc-dev (go1.19 and grpc-go 1.33 sources, GOPATH mode: the grpc-go
+//! server tests/peers/grpc_go_peer.go, built by the tests).
 //! pip: opentelemetry-proto + grpcio (the independent OTLP sink, tests/peers/otlp_sink.py; grpcio is
 //! also the gRPC server and client of tests/peers/grpc_peer.py) and rotel (a real OTLP collector
 //! used as a gateway). rotel only ships pre-releases, so it alone gets `--pre`: with `--pre` the
@@ -14,17 +16,19 @@ use anyhow::Result;
 
 use crate::{apt, exec};
 
-const APT_PACKAGES: [&str; 6] = [
+const APT_PACKAGES: [&str; 8] = [
     "nginx",
     "curl",
     "bpftool",
     "openssl",
     "prometheus",
     "nghttp2-client",
+    "golang-go",
+    "golang-google-grpc-dev",
 ];
 
 /// (distribution name, pinned version or `None` for any, pip requirement, needs `--pre`).
-const PIP_PACKAGES: [(&str, Option<&str>, &str, bool); 3] = [
+const PIP_PACKAGES: [(&str, Option<&str>, &str, bool); 4] = [
     (
         "opentelemetry-proto",
         Some("1.45.2"),
@@ -33,6 +37,7 @@ const PIP_PACKAGES: [(&str, Option<&str>, &str, bool); 3] = [
     ),
     ("grpcio", None, "grpcio", false),
     ("rotel", Some("0.0.1a15"), "rotel==0.0.1a15", true),
+    ("hypercorn", None, "hypercorn", false),
 ];
 
 pub(super) fn install() -> Result<()> {

@@ -14,7 +14,9 @@
 //!   counted and ignored.
 //! - Streams multiplexed on one connection are separate exchanges, each timed from the first
 //!   byte of its request HEADERS frame ([`Chunk::first_byte_ns`]) to the `end_ns` of the chunk
-//!   holding its response's END_STREAM (trailers included).
+//!   holding its response's END_STREAM (trailers included). A connection that closes before a
+//!   response's END_STREAM went by still reports it if its body reached its `content-length`
+//!   (ending at that byte): clients close once they have the declared body.
 //! - gRPC (<https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md>): a stream with
 //!   `content-type: application/grpc*` or a `grpc-status`; when those fields are unknown (HPACK
 //!   entries from before a join), a stream whose `content-type` is not known to be something else
@@ -178,6 +180,8 @@ struct Fields {
     grpc_content_type: bool,
     grpc_status: Option<u32>,
     grpc_timeout_ns: Option<u64>,
+    /// `content-length` (RFC 9113 §8.1.1: the DATA payloads must add up to it).
+    content_length: Option<u64>,
     user_agent: Option<String>,
     traceparent: Option<String>,
 }
@@ -199,6 +203,12 @@ struct Stream {
     response_blocks: u8,
     /// The response ended with a trailers block, as gRPC responses do (plain HTTP rarely).
     trailers: bool,
+    /// The response's `content-length`.
+    response_length: Option<u64>,
+    /// When the response body reached its `content-length` (the `end_ns` of that chunk): the
+    /// response is whole even if its END_STREAM never comes (a client that stops reading once it
+    /// has the declared body, and closes).
+    body_done_ns: Option<u64>,
     /// DATA payload bytes per side (`[request, response]`); `None` once some were unknown.
     bytes: [Option<u64>; 2],
 }
@@ -496,6 +506,12 @@ impl Http2Parser {
             (Some(sum), Some(n)) => Some(sum.saturating_add(u64::from(n))),
             _ => None,
         };
+        if side == Side::Response
+            && stream.response_length.is_some()
+            && stream.bytes[1] == stream.response_length
+        {
+            stream.body_done_ns = Some(chunk.end_ns);
+        }
         if side == Side::Response && h.flags & flag::END_STREAM != 0 {
             self.complete(h.stream, chunk.end_ns, out);
         }
@@ -568,6 +584,8 @@ impl Http2Parser {
                 grpc_status: None,
                 response_blocks: 0,
                 trailers: false,
+                response_length: None,
+                body_done_ns: None,
                 bytes: [Some(0), Some(0)],
             },
         );
@@ -591,6 +609,12 @@ impl Http2Parser {
             }
             stream.grpc |= f.grpc_content_type || f.grpc_status.is_some();
             stream.grpc_status = f.grpc_status.or(stream.grpc_status);
+            if stream.status.is_some() && stream.response_length.is_none() {
+                stream.response_length = f.content_length;
+                if f.content_length == Some(0) {
+                    stream.body_done_ns = Some(chunk.end_ns);
+                }
+            }
         }
         stream.response_blocks = stream.response_blocks.saturating_add(1);
         stream.trailers |= block.end_stream && stream.response_blocks > 1;
@@ -698,7 +722,20 @@ impl Parser for Http2Parser {
         self.lose_direction(Side::of(self.role, dir));
     }
 
-    fn on_close(&mut self, _ts_ns: u64, _out: &mut Vec<Completed>) {
+    fn on_close(&mut self, _ts_ns: u64, out: &mut Vec<Completed>) {
+        // A response whose body reached its `content-length` is whole: it ends at that byte even
+        // though its END_STREAM never went by (curl closes once it has the declared body, before
+        // reading a trailing empty DATA frame with END_STREAM). Everything else is unanswered.
+        let mut done: Vec<(u32, u64)> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.status.is_some() && !s.grpc)
+            .filter_map(|(id, s)| s.body_done_ns.map(|t| (*id, t)))
+            .collect();
+        done.sort_unstable();
+        for (id, end_ns) in done {
+            self.complete(id, end_ns, out);
+        }
         self.stats.unanswered_at_close += self.streams.len() as u64;
         self.streams.clear();
     }
@@ -773,6 +810,9 @@ fn keep_field(fields: &mut Fields, name: &[u8], value: &[u8]) {
             fields.grpc_status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
         }
         b"grpc-timeout" => fields.grpc_timeout_ns = parse_grpc_timeout(value),
+        b"content-length" => {
+            fields.content_length = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
+        }
         b"user-agent" => fields.user_agent = Some(text()),
         b"traceparent" => fields.traceparent = Some(text()),
         _ => {}

@@ -607,3 +607,28 @@ fn grpc_channel_keeps_reporting_calls_whose_markers_went_unknown() {
     assert_eq!(c.stats.grpc_status_unknown, 1);
     assert_eq!(c.stats.request_headers_unknown, 1);
 }
+
+#[test]
+fn close_completes_a_response_whose_body_reached_its_content_length() {
+    let mut c = Conn::new(Role::Client, Start::Beginning);
+    let mut req = preface_and_settings();
+    req.extend(get(1, "/ok"));
+    req.extend(get(3, "/partial"));
+    c.feed(Side::Request, (0, 10), &req);
+    // The declared body in full; its END_STREAM (an empty DATA frame) is never read.
+    let mut resp = headers(1, 0, &[(":status", "200"), ("content-length", "5")]);
+    resp.extend(data(1, 0, 5));
+    c.feed(Side::Response, (20, 30), &resp);
+    // Half of a declared body.
+    let mut resp = headers(3, 0, &[(":status", "200"), ("content-length", "8")]);
+    resp.extend(data(3, 0, 4));
+    c.feed(Side::Response, (40, 50), &resp);
+    assert!(c.out.is_empty());
+    c.parser.on_close(60, &mut c.out);
+    c.collect();
+    assert_eq!(c.out.len(), 1, "{:?}", c.stats.nonzero());
+    let (ex, h) = c.http(0);
+    assert_eq!((h.path.as_str(), h.response_body_bytes), ("/ok", Some(5)));
+    assert_eq!(ex.end_ns, 30);
+    assert_eq!(c.stats.unanswered_at_close, 1);
+}
