@@ -29,14 +29,15 @@ pub const MAX_CAPTURE_SOCKETS: u32 = 16384;
 
 /// Maximum number of `iovec` entries copied for `readv`/`writev`/`sendmsg`/`recvmsg`.
 ///
-/// 1024, the kernel's own `UIO_MAXIOV`, so no syscall has more. gRPC's C core writes each HTTP/2
-/// frame header, and each HPACK field of a request, as its own iovec (7 or more per unary request;
-/// 20 concurrent calls made one `sendmsg` of 90), up to its `MAX_WRITE_IOVEC` of 260 per call (at
-/// 256, 200 concurrent calls lost the last 4 iovecs' frames, and with them the CLIENT spans of
-/// the calls that followed); nginx gathers up to 64. The copy loop is a bounded loop that stops at
-/// the last iovec or once the capture size is reached, so a short `writev` pays for its own
-/// iovecs only.
-pub const MAX_IOVECS: usize = 1024;
+/// 264: gRPC's C core writes each HTTP/2 frame header, and each HPACK field of a request, as its
+/// own iovec (7 or more per unary request; 20 concurrent calls made one `sendmsg` of 90), up to
+/// its `MAX_WRITE_IOVEC` of 260 per call (at 256, 200 concurrent calls lost the last 4 iovecs'
+/// frames, and with them the CLIENT spans of the calls that followed); nginx gathers up to 64.
+/// Not the kernel's 1024 (`UIO_MAXIOV`): Linux 6.1's verifier walks the code after the loop once
+/// per way out of it, and at 1024 iterations refused `sys_exit_read` with E2BIG (1M instructions).
+/// The loop stops at the last iovec or once the capture size is reached, so a short `writev`
+/// pays for its own iovecs only; bytes of iovecs past this are accounted by length (a hole).
+pub const MAX_IOVECS: usize = 264;
 
 /// Default size of the `EVENTS` ring buffer. Userspace may resize it at load time.
 ///
