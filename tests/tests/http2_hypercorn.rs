@@ -14,11 +14,9 @@
 //!   reading that frame (and the server's write of it may meet curl's reset), while nghttp reads
 //!   to END_STREAM and sends GOAWAY before closing.
 //! - h2c by `Upgrade` (`curl --http2` on `http://`: an HTTP/1.1 request with `Upgrade: h2c`,
-//!   hypercorn answers `101` and then the response over HTTP/2 on stream 1). The agent's documented
-//!   behaviour (README, "Known limits"): the upgrade request becomes an HTTP/1.1 span with status
-//!   101 on each side, and the HTTP/2 answer on stream 1, whose request the HTTP/2 parser never saw,
-//!   is counted `unpaired_response` and not reported. The test asserts exactly that, so it fails
-//!   when the behaviour changes (then update it with the README).
+//!   hypercorn answers `101` and then the response over HTTP/2 on stream 1). The HTTP/1 parser
+//!   hands the upgraded request to the HTTP/2 parser as stream 1 (RFC 7540 §3.2): one HTTP/2
+//!   exchange per side, `GET /ok` 200, and no span for the `101`.
 
 use std::time::Duration;
 
@@ -234,15 +232,13 @@ fn nghttp_prior_knowledge_two_streams_on_one_connection() {
 }
 
 /// curl `--http2` on `http://…/ok`: `Upgrade: h2c`, hypercorn answers `101`, then 200 over HTTP/2
-/// on stream 1 (the app logs HTTP version 2; curl ends on HTTP/2). The documented behaviour: exactly
-/// one SERVER and one CLIENT span, each HTTP/1.1 `GET /ok` with status 101 (span status unset, no
-/// response body), and no span for the 200 on stream 1, counted as `http2.unpaired_response` in the
-/// agent's stop stats. The agent counts each frame of such a response that would end or head a
-/// stream: its HEADERS on each traced end (hypercorn's and curl's), always seen, and the empty
-/// END_STREAM DATA frame hypercorn writes after the body, on each end that got it through (curl
-/// may close before reading it, and hypercorn's write of it may then meet curl's reset): 2 to 4.
+/// on stream 1 (the app logs HTTP version 2; curl ends on HTTP/2). The agent hands the upgraded
+/// HTTP/1.1 request to the HTTP/2 parser as stream 1 (RFC 7540 §3.2): exactly one SERVER and one
+/// CLIENT span, each `GET /ok` 200 over HTTP/2 (`network.protocol.version` `2`), timed from the
+/// HTTP/1.1 request to the end of the HTTP/2 answer; no span for the `101` itself, and no
+/// `http2.unpaired_response` in the agent's stop stats.
 #[test]
-fn curl_h2c_upgrade_gives_the_101_span_only() {
+fn curl_h2c_upgrade_is_one_http2_exchange() {
     require_root!();
     let mut w = hypercorn_world("h2-hypercorn-upgrade");
     let run = curl_h2c_upgrade(&w.server.url("/ok"));
@@ -256,36 +252,35 @@ fn curl_h2c_upgrade_gives_the_101_span_only() {
     let client_span = one_where(&spans, CLIENT, "/ok", "", |_| true);
     for (expect, span) in [
         (
-            HttpSpan::server("GET", "/ok", 101, w.port())
+            HttpSpan::server("GET", "/ok", 200, w.port())
                 .service(PYTHON)
                 .pid(w.server.pid())
                 .client_port(r.client_port),
             server_span,
         ),
         (
-            HttpSpan::client("GET", "/ok", 101, w.port())
+            HttpSpan::client("GET", "/ok", 200, w.port())
                 .service(CURL)
                 .pid(run.pid),
             client_span,
         ),
     ] {
-        // HTTP/1.1 (the default `network.protocol.version`), a 101 has no body.
         expect
-            .response_body_size(0)
+            .http2()
+            .response_body_size(r.body_bytes)
             .optional_body_sizes()
             .user_agent_prefix("curl/")
             .max_duration(run.wall)
             .assert(span);
     }
     if let Some(m) = containment_mismatch(client_span, server_span, CONTAINMENT_SLACK) {
-        panic!("the 101 exchange: {m}");
+        panic!("the upgraded exchange: {m}");
     }
     let stderr = w.agent.stderr();
     let unpaired = agent_conn_stat(&stderr, "http2.unpaired_response");
     assert!(
-        unpaired.is_some_and(|n| (2..=4).contains(&n)),
-        "want http2.unpaired_response 2 to 4 (the 200 on stream 1: its HEADERS on each traced end, \
-         and its END_STREAM DATA frame where it got through) in the agent's stop stats, got \
+        unpaired.is_none(),
+        "want no http2.unpaired_response (stream 1 answers the upgraded request), got \
          {unpaired:?}; stderr:\n{stderr}"
     );
 }

@@ -113,6 +113,8 @@ enum Proto {
         unclaimed: [u8; 2],
         /// The next chunk of each direction is that direction's first byte.
         first: [bool; 2],
+        /// From the protocol before a switch, for the one after it.
+        handoff: Option<Box<proto::Handoff>>,
     },
     /// A protocol's parser follows it.
     Parsing {
@@ -128,6 +130,7 @@ impl Proto {
         Self::Detecting {
             unclaimed: [0; 2],
             first: [from_start; 2],
+            handoff: None,
         }
     }
 }
@@ -354,7 +357,12 @@ impl ConnTable {
         if gap {
             self.stats.add("seq_gap", 1);
         }
-        if let Proto::Detecting { unclaimed, first } = proto {
+        if let Proto::Detecting {
+            unclaimed,
+            first,
+            handoff,
+        } = proto
+        {
             if gap {
                 first[idx] = false;
             }
@@ -383,9 +391,13 @@ impl ConnTable {
                 self.capture_requests.push((h.sk, Some(bytes)));
                 *raised_capture = true;
             }
+            let mut parser = (spec.new)(info.role, start);
+            if let Some(handoff) = handoff.take() {
+                parser.accept_handoff(*handoff);
+            }
             *proto = Proto::Parsing {
                 protocol: spec.protocol,
-                parser: (spec.new)(info.role, start),
+                parser,
             };
         } else if let (true, Proto::Parsing { parser, .. }) = (gap, &mut *proto) {
             parser.on_gap(rec.direction);
@@ -412,7 +424,11 @@ impl ConnTable {
             }
             Flow::Switched => {
                 self.stats.add("conn_protocol_switch", 1);
+                let handoff = parser.take_handoff();
                 *proto = Proto::detecting(*from_start);
+                if let Proto::Detecting { handoff: slot, .. } = proto {
+                    *slot = handoff.map(Box::new);
+                }
             }
         }
     }
@@ -764,6 +780,55 @@ mod tests {
         t.on_conn_event(&closed(SK), now, &mut out);
         let forgotten: Vec<_> = t.take_capture_requests().collect();
         assert_eq!(forgotten, [(SK, None)]);
+    }
+
+    #[test]
+    fn h2c_upgrade_hands_the_request_to_stream_one() {
+        let mut t = ConnTable::new(Selection::default(), Duration::from_secs(60));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        t.on_conn_event(&established(SK, TCP_SYN_SENT), now, &mut out);
+        let upgrade = b"GET /up?x=1 HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                        Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n";
+        t.on_data(&data(Direction::Egress, 0, 100, upgrade), now, &mut out);
+        let switching =
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+        t.on_data(&data(Direction::Ingress, 0, 200, switching), now, &mut out);
+        assert!(
+            out.is_empty(),
+            "the 101 is not an exchange of its own: {out:?}"
+        );
+        let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        preface.extend(h2_frame(4, 0, 0, &[]));
+        let up_len = upgrade.len() as u64;
+        t.on_data(
+            &data(Direction::Egress, up_len, 300, &preface),
+            now,
+            &mut out,
+        );
+        let mut answer = h2_frame(4, 0, 0, &[]);
+        answer.extend(h2_frame(1, 0x4, 1, &h2_block(&[(":status", "200")])));
+        answer.extend(h2_frame(0, 0x1, 1, b"hello"));
+        let sw_len = switching.len() as u64;
+        t.on_data(
+            &data(Direction::Ingress, sw_len, 400, &answer),
+            now,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "{:?}", t.stats());
+        let ex = &out[0].exchange;
+        let ExchangeKind::Http(h) = &ex.kind else {
+            panic!("not HTTP: {ex:?}");
+        };
+        assert_eq!(
+            (h.method.as_str(), h.path.as_str(), h.status),
+            ("GET", "/up", 200)
+        );
+        assert_eq!(h.version, crate::exchange::HttpVersion::Http2);
+        assert_eq!(h.response_body_bytes, Some(5));
+        assert_eq!((ex.start_ns, ex.end_ns), (100, 410));
+        let counters: Vec<_> = t.stats().parse.keys().copied().collect();
+        assert_eq!(counters, [(Protocol::Http1, "protocol_switch")]);
     }
 
     #[test]

@@ -136,6 +136,19 @@ pub enum Flow {
     Switched,
 }
 
+/// What a parser hands to the protocol that follows a switch ([`Flow::Switched`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Handoff {
+    /// An HTTP/1.1 request answered `101` after `Upgrade: h2c` (RFC 7540 §3.2; deprecated by RFC
+    /// 9113 but still sent by `curl --http2` on `http://`): its answer is HTTP/2 stream 1.
+    H2cUpgrade {
+        /// When the request's first byte went by ([`Chunk::first_byte_ns`]).
+        start_ns: u64,
+        /// The request (`status` is the `101`).
+        request: crate::exchange::HttpExchange,
+    },
+}
+
 /// How well the first captured bytes of a chunk fit a protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fit {
@@ -161,6 +174,14 @@ pub trait Parser: fmt::Debug + Send {
     fn on_close(&mut self, ts_ns: u64, out: &mut Vec<Completed>);
     /// Whether to keep feeding this parser.
     fn flow(&self) -> Flow;
+    /// After [`Flow::Switched`]: what the next protocol's parser should know (once).
+    fn take_handoff(&mut self) -> Option<Handoff> {
+        None
+    }
+    /// Takes over what the previous protocol's parser handed over ([`Parser::take_handoff`]).
+    fn accept_handoff(&mut self, handoff: Handoff) {
+        let _ = handoff;
+    }
     /// Hands over the counters accumulated since the last call (`reason`, count; non-zero only)
     /// and resets them.
     fn take_counters(&mut self, add: &mut dyn FnMut(&'static str, u64));

@@ -62,6 +62,9 @@ pub(super) struct RequestHead {
     pub(super) user_agent: Option<String>,
     pub(super) traceparent: Option<String>,
     pub(super) framing: Framing,
+    /// `Upgrade: h2c` (RFC 7540 §3.2): a `101` answer continues as HTTP/2, stream 1 answering
+    /// this request.
+    pub(super) upgrade_h2c: bool,
 }
 
 /// A response head: status plus what its framing depends on (the request method decides the rest).
@@ -116,6 +119,7 @@ pub(super) fn parse_request(buf: &[u8]) -> Result<Parsed<RequestHead>, HeadError
         user_agent: fields.user_agent,
         traceparent: fields.traceparent,
         framing,
+        upgrade_h2c: fields.upgrade_h2c,
     };
     Ok(Parsed::Complete { head, len })
 }
@@ -181,6 +185,7 @@ struct Fields {
     traceparent: Option<String>,
     content_length: Option<u64>,
     coding: Coding,
+    upgrade_h2c: bool,
 }
 
 impl Fields {
@@ -206,6 +211,11 @@ impl Fields {
                 keep_first(&mut fields.user_agent, header.value);
             } else if name.eq_ignore_ascii_case("traceparent") {
                 keep_first(&mut fields.traceparent, header.value);
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                fields.upgrade_h2c |= header
+                    .value
+                    .split(|b| *b == b',')
+                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"h2c"));
             }
         }
         fields.coding = codings.finish()?;

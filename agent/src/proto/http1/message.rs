@@ -161,8 +161,16 @@ impl Tracker {
         let method = req.as_ref().map(|req| req.head.method.as_str());
         let tunnel = method == Some("CONNECT") && (200..300).contains(&head.status);
         if head.status == 101 || tunnel {
-            if let Some(req) = req {
-                self.emit(out, req, head.status, Some(0), end_ns);
+            match req {
+                // The answer to an `Upgrade: h2c` request comes as HTTP/2 on stream 1: handed
+                // over (`Tracker::take_upgraded`), not reported as a `101` exchange.
+                Some(req) if head.status == 101 && req.head.upgrade_h2c => {
+                    let mut upgraded = Vec::with_capacity(1);
+                    self.emit(&mut upgraded, req, head.status, Some(0), end_ns);
+                    self.upgraded = upgraded.pop();
+                }
+                Some(req) => self.emit(out, req, head.status, Some(0), end_ns),
+                None => {}
             }
             self.stats.protocol_switch += 1;
             self.stop(State::Switched);

@@ -82,7 +82,7 @@ use self::body::Body;
 use self::detect::Fit as LineFit;
 use self::message::{Half, Mode};
 use self::queue::{InFlight, Pending};
-use super::{Chunk, Fit, Flow, Parser, Start};
+use super::{Chunk, Fit, Flow, Handoff, Parser, Start};
 use crate::exchange::{ExchangeKind, HttpExchange, Role};
 
 /// Largest head (start line + header section) buffered per direction; also bounds trailers.
@@ -137,6 +137,8 @@ pub struct Tracker {
     /// Chunks that didn't look like HTTP/1.x while `!seen_http`: `[request, response]`.
     junk_chunks: [u8; 2],
     state: State,
+    /// The request a `101` answered after `Upgrade: h2c`, for the HTTP/2 parser that follows.
+    upgraded: Option<Completed>,
 }
 
 /// Whether the connection is still followed.
@@ -171,7 +173,15 @@ impl Tracker {
             seen_http: false,
             junk_chunks: [0; 2],
             state: State::Http,
+            upgraded: None,
         }
+    }
+
+    /// The request a `101 Switching Protocols` answered after `Upgrade: h2c` (RFC 7540 §3.2):
+    /// its HTTP/2 answer comes on stream 1, so it is handed to the HTTP/2 parser instead of being
+    /// reported (its `status` is the `101`).
+    pub fn take_upgraded(&mut self) -> Option<Completed> {
+        self.upgraded.take()
     }
 
     /// Feeds one syscall's chunk in direction `dir`; completed exchanges are appended to `out`.
@@ -422,6 +432,13 @@ impl Parser for Http1Parser {
     fn on_close(&mut self, ts_ns: u64, out: &mut Vec<super::Completed>) {
         self.tracker.on_close(ts_ns, &mut self.completed);
         self.convert(out);
+    }
+
+    fn take_handoff(&mut self) -> Option<Handoff> {
+        self.tracker.take_upgraded().map(|c| Handoff::H2cUpgrade {
+            start_ns: c.start_ns,
+            request: c.http,
+        })
     }
 
     fn flow(&self) -> Flow {

@@ -56,7 +56,7 @@ use agent_common::Direction;
 
 use self::frame::{flag, kind, Chain, FrameHeader, HEADER_BYTES, PREFACE};
 pub use self::stats::ParseStats;
-use super::{Chunk, Completed, Fit, Flow, Parser, Side, Start};
+use super::{Chunk, Completed, Fit, Flow, Handoff, Parser, Side, Start};
 use crate::exchange::{ExchangeKind, HttpExchange, HttpVersion, Role, RpcExchange, RpcSystem};
 
 /// Largest header block (HEADERS + CONTINUATION payloads) decoded; a larger one is lost
@@ -742,6 +742,39 @@ impl Parser for Http2Parser {
 
     fn flow(&self) -> Flow {
         self.flow
+    }
+
+    fn accept_handoff(&mut self, handoff: Handoff) {
+        match handoff {
+            // RFC 7540 §3.2: the upgraded request is stream 1 (half-closed by the client); the
+            // server answers it first on the new connection.
+            Handoff::H2cUpgrade { start_ns, request } => {
+                let fields = Fields {
+                    method: Some(request.method),
+                    path: Some(request.path),
+                    authority: request.host,
+                    user_agent: request.user_agent,
+                    traceparent: request.traceparent,
+                    ..Fields::default()
+                };
+                self.streams.insert(
+                    1,
+                    Stream {
+                        start_ns,
+                        request: Some(fields),
+                        status: None,
+                        grpc: false,
+                        not_grpc: false,
+                        grpc_status: None,
+                        response_blocks: 0,
+                        trailers: false,
+                        response_length: None,
+                        body_done_ns: None,
+                        bytes: [request.request_body_bytes, Some(0)],
+                    },
+                );
+            }
+        }
     }
 
     fn take_counters(&mut self, add: &mut dyn FnMut(&'static str, u64)) {

@@ -45,8 +45,7 @@ parse_stats! {
     grpc_status_unknown,
     /// HTTP (not gRPC) responses that ended without a known final `:status`: dropped.
     response_headers_unknown,
-    /// Response frames on a stream whose request the agent never saw (joined mid-stream, or an
-    /// `Upgrade: h2c` answered on stream 1).
+    /// Response frames on a stream whose request the agent never saw (joined mid-stream).
     unpaired_response,
     /// Streams reset (RST_STREAM) before an HTTP response: dropped (gRPC calls become
     /// CANCELLED or DEADLINE_EXCEEDED spans instead).
