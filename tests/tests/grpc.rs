@@ -14,59 +14,17 @@
 //! the dynamic table (a 24-byte HEADERS), the server's response HEADERS are 3 bytes of
 //! dynamic-table indices, and both ends exchange PINGs (BDP probes) between calls.
 
-use std::collections::BTreeSet;
-
 use agent_tests::{
     agent::{Agent, Export},
-    expect::{containment_mismatch, RpcSpan, Service},
-    peers::{grpc_calls, grpc_served, grpc_server, GrpcRun, GrpcServed},
+    expect::{containment_mismatch, RpcSpan},
+    grpc_extra::{
+        assert_no_failures, call_mismatches, check_run, containment_slack, full, ok, Call, PYTHON,
+    },
+    peers::{grpc_calls, grpc_served, grpc_server},
     require_root,
-    span::{describe, Span, CLIENT, SERVER},
+    span::{Span, CLIENT, SERVER},
     OtlpSink, TempDir, World,
 };
-
-const PYTHON: Service = Service::Prefix("python3");
-const SERVICE: &str = "sonde.test.Echo";
-
-/// How far a CLIENT span's ends may stick out of its SERVER span's: the two syscalls race to
-/// return (as in `tests/oracle.rs`), 1 ms. Inside the VM harness (`SONDE_EXPECT_CAPTURE` set by
-/// `cargo xtask test --vm`, TCG emulation) a vCPU can be descheduled for milliseconds between
-/// delivering a write's bytes and returning from it (seen: a server's last write returned 3.8 ms
-/// after the client had read its bytes), so 10 ms there.
-fn containment_slack() -> std::time::Duration {
-    if std::env::var_os("SONDE_EXPECT_CAPTURE").is_some() {
-        std::time::Duration::from_millis(10)
-    } else {
-        std::time::Duration::from_millis(1)
-    }
-}
-
-/// One call of a `grpc_peer.py call` run and how both ends must report it.
-#[derive(Debug, Clone, Copy)]
-struct Call {
-    /// The `grpc_peer.py call` spec.
-    spec: &'static str,
-    /// The method within [`SERVICE`].
-    method: &'static str,
-    /// The status the client gets (and its span must carry).
-    client: &'static str,
-    /// The statuses the server's span may carry (the first is what the server itself sends).
-    server: &'static [&'static str],
-    /// Whether the CLIENT span must contain the SERVER span: not when the call's last frame goes
-    /// from client to server (the client's RST_STREAM at its deadline), which the server can only
-    /// see after the client's span ended.
-    contained: bool,
-}
-
-const fn ok(spec: &'static str, method: &'static str) -> Call {
-    Call {
-        spec,
-        method,
-        client: "OK",
-        server: &["OK"],
-        contained: true,
-    }
-}
 
 /// Test A: every call kind, in order, on one channel.
 const CALLS: [Call; 10] = [
@@ -131,129 +89,6 @@ fn grpc_world(name: &str) -> World {
     }
 }
 
-/// `sonde.test.Echo/<method>`.
-fn full(method: &str) -> String {
-    format!("{SERVICE}/{method}")
-}
-
-/// Harness checks: the client saw each call end as planned, and the server saw the same calls, in
-/// the same order, all from one client port (one connection), which it returns.
-fn check_run(run: &GrpcRun, served: &[GrpcServed], calls: &[Call]) -> u16 {
-    let got: Vec<(&str, &str)> = run
-        .calls
-        .iter()
-        .map(|c| (c.method.as_str(), c.status.as_str()))
-        .collect();
-    let want: Vec<(&str, &str)> = calls.iter().map(|c| (c.method, c.client)).collect();
-    assert_eq!(got, want, "harness: the gRPC client's calls: {run:?}");
-    let got: Vec<&str> = served.iter().map(|s| s.method.as_str()).collect();
-    let want: Vec<&str> = calls.iter().map(|c| c.method).collect();
-    assert_eq!(got, want, "harness: the calls the gRPC server saw");
-    let ports: BTreeSet<u16> = served.iter().map(|s| s.client_port).collect();
-    assert_eq!(
-        ports.len(),
-        1,
-        "harness: the client used {} connections, want one: {served:?}",
-        ports.len()
-    );
-    ports.into_iter().next().expect("one port")
-}
-
-/// The spans of `kind` for `method` that `expect` accepts the status of, in start order.
-fn spans_of<'a>(spans: &'a [Span], kind: &str, expect: &RpcSpan) -> Vec<&'a Span> {
-    let mut found: Vec<&Span> = spans
-        .iter()
-        .filter(|s| {
-            s.kind == kind
-                && s.attr_str("rpc.method") == Some(expect.method.as_str())
-                && expect.status_accepted(s)
-        })
-        .collect();
-    found.sort_by_key(|s| s.start_time_unix_nano);
-    found
-}
-
-/// Every way the spans differ from `calls` made by `run` over one connection from `client_port`:
-/// per (method, client status), as many SERVER and CLIENT spans as calls, each matching its
-/// contract; calls of one kind are paired in start order (they ran one after another) and, when
-/// [`Call::contained`], the CLIENT span must contain the SERVER span.
-fn mismatches(
-    w: &World,
-    spans: &[Span],
-    run: &GrpcRun,
-    client_port: u16,
-    calls: &[Call],
-) -> Vec<String> {
-    let mut failures = Vec::new();
-    let mut groups: Vec<(Call, usize)> = Vec::new();
-    for call in calls {
-        match groups
-            .iter_mut()
-            .find(|(c, _)| c.method == call.method && c.client == call.client)
-        {
-            Some((_, n)) => *n += 1,
-            None => groups.push((*call, 1)),
-        }
-    }
-    for (call, n) in groups {
-        let method = full(call.method);
-        let mut server = RpcSpan::server(&method, call.server[0], w.port());
-        for alternative in &call.server[1..] {
-            server = server.or_status(alternative);
-        }
-        let server = server
-            .service(PYTHON)
-            .pid(w.server.pid())
-            .client_port(client_port)
-            .max_duration(run.wall);
-        let client = RpcSpan::client(&method, call.client, w.port())
-            .service(PYTHON)
-            .pid(run.pid)
-            .max_duration(run.wall);
-        let servers = spans_of(spans, SERVER, &server);
-        let clients = spans_of(spans, CLIENT, &client);
-        let label = format!("{method} ({})", call.client);
-        for (kind, found, statuses) in [
-            (SERVER, &servers, server.statuses.join("|")),
-            (CLIENT, &clients, call.client.to_owned()),
-        ] {
-            if found.len() != n {
-                failures.push(format!(
-                    "{label}: want {n} {kind} spans with rpc.method {method:?} and \
-                     rpc.response.status_code {statuses}, found {}",
-                    found.len()
-                ));
-            }
-        }
-        for (expect, found) in [(&server, &servers), (&client, &clients)] {
-            for span in found {
-                for m in expect.mismatches(span) {
-                    failures.push(format!("{label} {}: {m}", span.kind));
-                }
-            }
-        }
-        if call.contained && servers.len() == n && clients.len() == n {
-            for (i, (c, s)) in clients.iter().zip(&servers).enumerate() {
-                if let Some(m) = containment_mismatch(c, s, containment_slack()) {
-                    failures.push(format!("{label} call {i}: {m}"));
-                }
-            }
-        }
-    }
-    failures
-}
-
-/// Panics listing every failure and every span, unless `failures` is empty.
-fn assert_none(failures: &[String], spans: &[Span]) {
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n  - {}\nall spans:\n{}",
-        failures.len(),
-        failures.join("\n  - "),
-        describe(spans)
-    );
-}
-
 /// Test A: 3 unary calls, one of each streaming kind, a NOT_FOUND and an INTERNAL failure, a call
 /// past its 200 ms deadline, and a last unary call (the connection is still parsed after a
 /// cancelled stream), in order on one channel: exactly one SERVER and one CLIENT span per call.
@@ -268,7 +103,11 @@ fn unary_streaming_and_failing_calls_on_one_channel() {
 
     let spans = w.finish(2 * CALLS.len());
     w.assert_counts(&spans, CALLS.len(), CALLS.len());
-    assert_none(&mismatches(&w, &spans, &run, client_port, &CALLS), &spans);
+    assert_no_failures(
+        &call_mismatches(&w, &spans, &run, client_port, &CALLS, (PYTHON, PYTHON)),
+        &spans,
+        "",
+    );
 }
 
 /// Test B: 200 unary calls started together on one channel (grpcio futures; the server holds each
@@ -323,7 +162,7 @@ fn concurrent_unary_calls_interleaved_on_one_channel() {
             failures.push(format!("CLIENT span containing no SERVER span: {c}"));
         }
     }
-    assert_none(&failures, &spans);
+    assert_no_failures(&failures, &spans, "");
 }
 
 /// Test C: unary calls with a 12 KiB request (echoed), beyond the agent's global per-syscall
@@ -345,7 +184,11 @@ fn messages_beyond_the_global_capture_size() {
 
     let spans = w.finish(2 * SIZES.len());
     w.assert_counts(&spans, SIZES.len(), SIZES.len());
-    assert_none(&mismatches(&w, &spans, &run, client_port, &calls), &spans);
+    assert_no_failures(
+        &call_mismatches(&w, &spans, &run, client_port, &calls, (PYTHON, PYTHON)),
+        &spans,
+        "",
+    );
 }
 
 /// Test D: a 300 KiB request, past what the agent captures of one syscall even on HTTP/2 (the
@@ -424,5 +267,5 @@ fn messages_beyond_the_http2_capture_lose_only_what_they_must() {
     if !logs.contains("http2.hole_in_frame_header=") {
         failures.push("the agent's stats do not count the HTTP/2 capture loss".to_owned());
     }
-    assert_none(&failures, &spans);
+    assert_no_failures(&failures, &spans, "");
 }

@@ -19,8 +19,8 @@
 use agent_tests::{
     expect::{containment_mismatch, RpcSpan},
     grpc_extra::{
-        agent_stats_lines, assert_no_failures, check_run, full, ok, Call, GrpcClient, GrpcStage,
-        CONTAINMENT_SLACK, PYTHON,
+        agent_stats_lines, assert_no_failures, check_run, containment_slack, full, ok, Call,
+        GrpcClient, GrpcStage, PYTHON,
     },
     peers::{grpc_served, grpc_server, GrpcRun},
     require_root,
@@ -135,7 +135,7 @@ fn grpc_channel_opened_before_the_agent_is_traced_after_the_join() {
     }
     if positional {
         for (i, (c, s)) in clients.iter().zip(&servers).enumerate() {
-            if let Some(m) = containment_mismatch(c, s, CONTAINMENT_SLACK) {
+            if let Some(m) = containment_mismatch(c, s, containment_slack()) {
                 failures.push(format!(
                     "call {i} after the join ({}): {m}",
                     AFTER[i].method
