@@ -6,8 +6,11 @@
 //!   rotel gateway in front of it.
 //! - [`span`]: the sink's JSON lines flattened into [`Span`]s.
 //! - [`agent`]: `$SONDE_BIN` started with filters and an exporter, ready once it logs `capture ready`.
-//! - [`peers`]: servers (Python `http.server`, nginx) and clients (curl, Python `http.client`, raw TCP).
-//! - [`expect`]: the attribute contract of an HTTP span, checked field by field.
+//! - [`peers`]: servers (Python `http.server`, nginx over HTTP/1.1, h2c and TLS, hypercorn, grpcio)
+//!   and clients (curl, Python `http.client`, nghttp, h2load, grpcio, raw TCP).
+//! - [`expect`]: the attribute contracts of an HTTP span and an RPC span, checked field by field.
+//! - [`grpc_extra`]: the gRPC tests' shared calls, checks and the grpc-go peer's build.
+//! - [`h2_nginx`]: the nginx HTTP/2 tests' checks against nginx's access log (h2c and TLS).
 //! - [`world`]: one test's temp dir + sink (+ rotel) + server + agent, torn down in that reverse order.
 //!
 //! Each test builds its own world in a [`TempDir`] on fresh loopback ports, drives real traffic, stops
@@ -18,6 +21,7 @@
 pub mod agent;
 pub mod expect;
 pub mod grpc_extra;
+pub mod h2_nginx;
 pub mod otlp;
 pub mod peers;
 pub mod process;
