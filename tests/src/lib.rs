@@ -6,8 +6,8 @@
 //!   rotel gateway in front of it.
 //! - [`span`]: the sink's JSON lines flattened into [`Span`]s.
 //! - [`agent`]: `$SONDE_BIN` started with filters and an exporter, ready once it logs `capture ready`.
-//! - [`peers`]: servers (Python `http.server`, nginx over HTTP/1.1, h2c and TLS, hypercorn, grpcio)
-//!   and clients (curl, Python `http.client`, nghttp, h2load, grpcio, raw TCP).
+//! - [`peers`]: the servers (Python `http.server`, nginx over HTTP/1.1, h2c and TLS, hypercorn,
+//!   grpcio) and the clients (curl, Python `http.client`, nghttp, h2load, grpcio, raw TCP).
 //! - [`expect`]: the attribute contracts of an HTTP span and an RPC span, checked field by field.
 //! - [`grpc_extra`]: the gRPC tests' shared calls, checks and the grpc-go peer's build.
 //! - [`h2_nginx`]: the nginx HTTP/2 tests' checks against nginx's access log (h2c and TLS).
