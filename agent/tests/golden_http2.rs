@@ -179,7 +179,7 @@ impl Conn {
         match parser.flow() {
             Flow::Parsing => {}
             Flow::NotMine => self.state = State::Opaque,
-            Flow::Switched => self.state = State::Detecting { first: [false; 2] },
+            Flow::Switched { .. } => self.state = State::Detecting { first: [false; 2] },
         }
     }
 

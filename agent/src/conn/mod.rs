@@ -357,79 +357,102 @@ impl ConnTable {
         if gap {
             self.stats.add("seq_gap", 1);
         }
-        if let Proto::Detecting {
-            unclaimed,
-            first,
-            handoff,
-        } = proto
-        {
-            if gap {
-                first[idx] = false;
-            }
-            let side = Side::of(info.role, rec.direction);
-            let Some(spec) = proto::detect(side, chunk.data, first[idx]) else {
-                self.stats.add("conn_unclaimed_chunks", 1);
-                first[idx] = false;
-                if !chunk.data.is_empty() {
-                    unclaimed[idx] = unclaimed[idx].saturating_add(1);
+        let side = Side::of(info.role, rec.direction);
+        let mut chunk = chunk;
+        let mut gap = gap;
+        loop {
+            if let Proto::Detecting {
+                unclaimed,
+                first,
+                handoff,
+            } = proto
+            {
+                if gap {
+                    first[idx] = false;
                 }
-                if unclaimed.iter().all(|n| *n >= UNCLAIMED_CHUNKS) {
+                let Some(spec) = proto::detect(side, chunk.data, first[idx]) else {
+                    self.stats.add("conn_unclaimed_chunks", 1);
+                    first[idx] = false;
+                    if !chunk.data.is_empty() {
+                        unclaimed[idx] = unclaimed[idx].saturating_add(1);
+                    }
+                    if unclaimed.iter().all(|n| *n >= UNCLAIMED_CHUNKS) {
+                        // Kept (not forgotten): TLS plaintext may still arrive for this socket.
+                        self.stats.add("conn_opaque", 1);
+                        *proto = Proto::Opaque;
+                    }
+                    return;
+                };
+                // From the beginning only if no byte of either direction went by unparsed.
+                let start = if first.iter().all(|f| *f) {
+                    Start::Beginning
+                } else {
+                    Start::Joined
+                };
+                let handoff = handoff.take().map(|h| *h);
+                *proto = start_parser(
+                    &mut self.stats,
+                    &mut self.capture_requests,
+                    (h.sk, info.role),
+                    spec,
+                    start,
+                    handoff,
+                    raised_capture,
+                );
+            } else if let (true, Proto::Parsing { parser, .. }) = (gap, &mut *proto) {
+                parser.on_gap(rec.direction);
+            }
+            let Proto::Parsing { protocol, parser } = proto else {
+                return;
+            };
+            parser.on_chunk(rec.direction, chunk, &mut self.completed);
+            drain(
+                &mut self.stats,
+                &mut self.completed,
+                info,
+                process,
+                *protocol,
+                parser.as_mut(),
+                out,
+            );
+            let rest_at = match parser.flow() {
+                Flow::Parsing => return,
+                Flow::NotMine => {
                     // Kept (not forgotten): TLS plaintext may still arrive for this socket.
                     self.stats.add("conn_opaque", 1);
                     *proto = Proto::Opaque;
+                    return;
                 }
+                Flow::Switched { rest_at } => rest_at,
+            };
+            self.stats.add("conn_protocol_switch", 1);
+            let handoff = parser.take_handoff();
+            *proto = match handoff.as_ref().and_then(|h| proto::spec_of(h.protocol())) {
+                // The next protocol is known (`Upgrade: h2c`): it starts right after the switch
+                // in both directions, so from its beginning.
+                Some(spec) => start_parser(
+                    &mut self.stats,
+                    &mut self.capture_requests,
+                    (h.sk, info.role),
+                    spec,
+                    Start::Beginning,
+                    handoff,
+                    raised_capture,
+                ),
+                None => {
+                    let mut next = Proto::detecting(*from_start);
+                    if let Proto::Detecting { handoff: slot, .. } = &mut next {
+                        *slot = handoff.map(Box::new);
+                    }
+                    next
+                }
+            };
+            // The rest of the switching chunk is the next protocol's first bytes.
+            let Some(tail) = chunk.tail(rest_at) else {
                 return;
             };
-            // From the beginning only if no byte of either direction went by unparsed.
-            let start = if first.iter().all(|f| *f) {
-                Start::Beginning
-            } else {
-                Start::Joined
-            };
-            self.stats.add(spec.protocol.detected_event(), 1);
-            if let (Some(bytes), false) = (spec.capture_bytes, *raised_capture) {
-                self.capture_requests.push((h.sk, Some(bytes)));
-                *raised_capture = true;
-            }
-            let mut parser = (spec.new)(info.role, start);
-            if let Some(handoff) = handoff.take() {
-                parser.accept_handoff(*handoff);
-            }
-            *proto = Proto::Parsing {
-                protocol: spec.protocol,
-                parser,
-            };
-        } else if let (true, Proto::Parsing { parser, .. }) = (gap, &mut *proto) {
-            parser.on_gap(rec.direction);
-        }
-        let Proto::Parsing { protocol, parser } = proto else {
-            return;
-        };
-        parser.on_chunk(rec.direction, chunk, &mut self.completed);
-        drain(
-            &mut self.stats,
-            &mut self.completed,
-            info,
-            process,
-            *protocol,
-            parser.as_mut(),
-            out,
-        );
-        match parser.flow() {
-            Flow::Parsing => {}
-            Flow::NotMine => {
-                // Kept (not forgotten): TLS plaintext may still arrive for this socket.
-                self.stats.add("conn_opaque", 1);
-                *proto = Proto::Opaque;
-            }
-            Flow::Switched => {
-                self.stats.add("conn_protocol_switch", 1);
-                let handoff = parser.take_handoff();
-                *proto = Proto::detecting(*from_start);
-                if let Proto::Detecting { handoff: slot, .. } = proto {
-                    *slot = handoff.map(Box::new);
-                }
-            }
+            chunk = tail;
+            gap = false;
         }
     }
 
@@ -509,6 +532,33 @@ impl ConnTable {
         if let Some(cutoff) = now.checked_sub(Duration::from_secs(1)) {
             self.resolver.retain_read_since(cutoff);
         }
+    }
+}
+
+/// A parser of `spec`'s protocol for socket `sk` (on which the process plays `role`), given what
+/// the protocol before a switch handed over; asks the kernel for the protocol's capture size once
+/// per connection.
+fn start_parser(
+    stats: &mut ConnStats,
+    capture_requests: &mut Vec<(u64, Option<u32>)>,
+    (sk, role): (u64, Role),
+    spec: &'static proto::Spec,
+    start: Start,
+    handoff: Option<proto::Handoff>,
+    raised_capture: &mut bool,
+) -> Proto {
+    stats.add(spec.protocol.detected_event(), 1);
+    if let (Some(bytes), false) = (spec.capture_bytes, *raised_capture) {
+        capture_requests.push((sk, Some(bytes)));
+        *raised_capture = true;
+    }
+    let mut parser = (spec.new)(role, start);
+    if let Some(handoff) = handoff {
+        parser.accept_handoff(handoff);
+    }
+    Proto::Parsing {
+        protocol: spec.protocol,
+        parser,
     }
 }
 
@@ -782,8 +832,9 @@ mod tests {
         assert_eq!(forgotten, [(SK, None)]);
     }
 
-    #[test]
-    fn h2c_upgrade_hands_the_request_to_stream_one() {
+    /// Client side of `curl --http2 http://…`; `together`: the server's first HTTP/2 frames
+    /// (with the whole answer) arrive in the same read as the `101`.
+    fn h2c_upgrade(together: bool) {
         let mut t = ConnTable::new(Selection::default(), Duration::from_secs(60));
         let now = Instant::now();
         let mut out = Vec::new();
@@ -793,11 +844,20 @@ mod tests {
         t.on_data(&data(Direction::Egress, 0, 100, upgrade), now, &mut out);
         let switching =
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
-        t.on_data(&data(Direction::Ingress, 0, 200, switching), now, &mut out);
-        assert!(
-            out.is_empty(),
-            "the 101 is not an exchange of its own: {out:?}"
-        );
+        let mut answer = h2_frame(4, 0, 0, &[]);
+        answer.extend(h2_frame(1, 0x4, 1, &h2_block(&[(":status", "200")])));
+        answer.extend(h2_frame(0, 0x1, 1, b"hello"));
+        if together {
+            let mut both = switching.to_vec();
+            both.extend(&answer);
+            t.on_data(&data(Direction::Ingress, 0, 200, &both), now, &mut out);
+        } else {
+            t.on_data(&data(Direction::Ingress, 0, 200, switching), now, &mut out);
+            assert!(
+                out.is_empty(),
+                "the 101 is not an exchange of its own: {out:?}"
+            );
+        }
         let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         preface.extend(h2_frame(4, 0, 0, &[]));
         let up_len = upgrade.len() as u64;
@@ -806,15 +866,14 @@ mod tests {
             now,
             &mut out,
         );
-        let mut answer = h2_frame(4, 0, 0, &[]);
-        answer.extend(h2_frame(1, 0x4, 1, &h2_block(&[(":status", "200")])));
-        answer.extend(h2_frame(0, 0x1, 1, b"hello"));
-        let sw_len = switching.len() as u64;
-        t.on_data(
-            &data(Direction::Ingress, sw_len, 400, &answer),
-            now,
-            &mut out,
-        );
+        if !together {
+            let sw_len = switching.len() as u64;
+            t.on_data(
+                &data(Direction::Ingress, sw_len, 400, &answer),
+                now,
+                &mut out,
+            );
+        }
         assert_eq!(out.len(), 1, "{:?}", t.stats());
         let ex = &out[0].exchange;
         let ExchangeKind::Http(h) = &ex.kind else {
@@ -826,9 +885,21 @@ mod tests {
         );
         assert_eq!(h.version, crate::exchange::HttpVersion::Http2);
         assert_eq!(h.response_body_bytes, Some(5));
-        assert_eq!((ex.start_ns, ex.end_ns), (100, 410));
+        let end_ns = if together { 210 } else { 410 };
+        assert_eq!((ex.start_ns, ex.end_ns), (100, end_ns));
         let counters: Vec<_> = t.stats().parse.keys().copied().collect();
         assert_eq!(counters, [(Protocol::Http1, "protocol_switch")]);
+        assert_eq!(t.stats().counters.get("conn_detected_http2"), Some(&1));
+    }
+
+    #[test]
+    fn h2c_upgrade_hands_the_request_to_stream_one() {
+        h2c_upgrade(false);
+    }
+
+    #[test]
+    fn h2c_upgrade_answer_read_with_the_101_is_parsed() {
+        h2c_upgrade(true);
     }
 
     #[test]

@@ -48,6 +48,17 @@ impl Chunk<'_> {
             .saturating_sub(u64::try_from(self.data.len()).unwrap_or(u64::MAX))
     }
 
+    /// The part of the chunk from captured byte `at` on (same syscall times); `None` when nothing
+    /// (captured or not) is left.
+    #[must_use]
+    pub fn tail(&self, at: usize) -> Option<Self> {
+        let data = self.data.get(at..)?;
+        let len = self
+            .len
+            .saturating_sub(u64::try_from(at).unwrap_or(u64::MAX));
+        (len > 0).then_some(Chunk { data, len, ..*self })
+    }
+
     /// When a message whose first byte is in this chunk started, as the observed process saw it:
     /// a read's bytes exist once it returns (`end_ns`), a write's when it is entered
     /// (`start_ns`).
@@ -131,9 +142,14 @@ pub enum Flow {
     Parsing,
     /// The bytes are not this protocol (after all): the connection becomes opaque.
     NotMine,
-    /// The protocol switched (HTTP/1 `101`, a `CONNECT` tunnel): detect again from the next
-    /// chunks.
-    Switched,
+    /// The protocol switched (HTTP/1 `101`, a `CONNECT` tunnel) inside the last chunk: its
+    /// captured bytes from `rest_at` on (often the new protocol's first frames, read together
+    /// with the `101`) belong to the next protocol, named by [`Parser::take_handoff`] or detected
+    /// again.
+    Switched {
+        /// Offset into the last chunk's captured bytes where the next protocol starts.
+        rest_at: usize,
+    },
 }
 
 /// What a parser hands to the protocol that follows a switch ([`Flow::Switched`]).
@@ -147,6 +163,16 @@ pub enum Handoff {
         /// The request (`status` is the `101`).
         request: crate::exchange::HttpExchange,
     },
+}
+
+impl Handoff {
+    /// The protocol that follows the switch.
+    #[must_use]
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Self::H2cUpgrade { .. } => Protocol::Http2,
+        }
+    }
 }
 
 /// How well the first captured bytes of a chunk fit a protocol.
@@ -235,6 +261,12 @@ pub static PROTOCOLS: [Spec; 2] = [
         capture_bytes: None,
     },
 ];
+
+/// The [`PROTOCOLS`] line of `protocol`.
+#[must_use]
+pub fn spec_of(protocol: Protocol) -> Option<&'static Spec> {
+    PROTOCOLS.iter().find(|s| s.protocol == protocol)
+}
 
 /// The protocol that claims a chunk of `side` starting with `data`: the best [`Fit`] above
 /// [`Fit::No`], ties to the earlier [`PROTOCOLS`] line. `first`: as in [`Spec::detect`].

@@ -139,6 +139,8 @@ pub struct Tracker {
     state: State,
     /// The request a `101` answered after `Upgrade: h2c`, for the HTTP/2 parser that follows.
     upgraded: Option<Completed>,
+    /// Where, in the chunk that switched the protocol, the next protocol's bytes start.
+    rest_at: usize,
 }
 
 /// Whether the connection is still followed.
@@ -174,6 +176,7 @@ impl Tracker {
             junk_chunks: [0; 2],
             state: State::Http,
             upgraded: None,
+            rest_at: 0,
         }
     }
 
@@ -224,6 +227,9 @@ impl Tracker {
                 Mode::Body(_) => self.step_body(side, rest, chunk.end_ns, out),
                 Mode::Unsynced { .. } | Mode::Lost => break,
             };
+            if self.state == State::Switched {
+                self.rest_at = pos.saturating_add(consumed);
+            }
             if self.state != State::Http || consumed == 0 {
                 return;
             }
@@ -286,6 +292,13 @@ impl Tracker {
     #[must_use]
     pub fn is_switched(&self) -> bool {
         self.state == State::Switched
+    }
+
+    /// Once [`Self::is_switched`]: the offset, in the captured bytes of the chunk whose response
+    /// head switched the protocol, where the next protocol's bytes start.
+    #[must_use]
+    pub fn switched_at(&self) -> usize {
+        self.rest_at
     }
 
     /// True once this connection is known not to carry HTTP/1.x: nothing ever parsed and
@@ -443,7 +456,9 @@ impl Parser for Http1Parser {
 
     fn flow(&self) -> Flow {
         if self.tracker.is_switched() {
-            Flow::Switched
+            Flow::Switched {
+                rest_at: self.tracker.switched_at(),
+            }
         } else if self.tracker.is_not_http() {
             Flow::NotMine
         } else {
