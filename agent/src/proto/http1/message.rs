@@ -8,7 +8,7 @@ use super::body::{Body, BodyError};
 use super::detect::{self, Fit};
 use super::head::{self, Framing, HeadError, Parsed, RequestHead, ResponseHead};
 use super::queue::{InFlight, Pending, PendingRequest};
-use super::{Chunk, Completed, Role, Side, State, Tracker, KEEP_HEAD_CAPACITY, MAX_HEAD_BYTES};
+use super::{Chunk, Completed, Side, State, Tracker, KEEP_HEAD_CAPACITY, MAX_HEAD_BYTES};
 
 /// Parser state of one direction.
 #[derive(Debug)]
@@ -16,7 +16,7 @@ pub(super) struct Half {
     pub(super) mode: Mode,
     /// Bytes of a head not complete yet (at most [`MAX_HEAD_BYTES`]).
     pub(super) head: Vec<u8>,
-    /// Timestamp of the chunk holding the first byte of `head` (per the role's timing rule).
+    /// When the first byte of `head` went by ([`Chunk::first_byte_ns`]).
     pub(super) head_start_ns: u64,
     /// `end_ns` of the latest chunk seen in this direction.
     pub(super) last_end_ns: u64,
@@ -79,10 +79,7 @@ impl Tracker {
         out: &mut Vec<Completed>,
     ) -> usize {
         if self.half(side).head.is_empty() {
-            self.half_mut(side).head_start_ns = match self.role {
-                Role::Server => chunk.end_ns,
-                Role::Client => chunk.start_ns,
-            };
+            self.half_mut(side).head_start_ns = chunk.first_byte_ns(self.role, side);
             if side == Side::Request {
                 self.on_request_begins(out);
             }

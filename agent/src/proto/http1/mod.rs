@@ -82,7 +82,7 @@ use self::body::Body;
 use self::detect::Fit as LineFit;
 use self::message::{Half, Mode};
 use self::queue::{InFlight, Pending};
-use super::{Chunk, Fit, Flow, Handoff, Parser, Start};
+use super::{Chunk, Fit, Flow, Handoff, Parser, Side, Start};
 use crate::exchange::{ExchangeKind, HttpExchange, Role};
 
 /// Largest head (start line + header section) buffered per direction; also bounds trailers.
@@ -152,13 +152,6 @@ enum State {
     Switched,
 }
 
-/// The two directions, named by what they carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Request,
-    Response,
-}
-
 impl Tracker {
     /// A tracker for a connection on which the observed process plays `role`.
     #[must_use]
@@ -196,7 +189,7 @@ impl Tracker {
         if self.state != State::Http {
             return;
         }
-        let side = self.side(dir);
+        let side = Side::of(self.role, dir);
         let data = chunk.data;
         let hole = chunk.len.saturating_sub(len_u64(data));
         if side == Side::Request && self.at_message_start(side) && detect::is_h2_preface(data) {
@@ -249,7 +242,7 @@ impl Tracker {
             return;
         }
         self.stats.gap += 1;
-        match self.side(dir) {
+        match Side::of(self.role, dir) {
             Side::Request => self.lose_request_framing(),
             Side::Response => {
                 let dropped = self.clear_pending() + u64::from(self.in_flight.take().is_some());
@@ -307,15 +300,6 @@ impl Tracker {
     #[must_use]
     pub fn is_not_http(&self) -> bool {
         self.state != State::Http
-    }
-
-    fn side(&self, dir: Direction) -> Side {
-        match (self.role, dir) {
-            (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress) => Side::Request,
-            (Role::Server, Direction::Egress) | (Role::Client, Direction::Ingress) => {
-                Side::Response
-            }
-        }
     }
 
     fn half(&self, side: Side) -> &Half {
@@ -388,10 +372,10 @@ impl Tracker {
 /// [`Fit::Maybe`] for a short consistent prefix (`G`, `HTTP/1.`) at the first chunk of a direction
 /// seen from the connection's start.
 #[must_use]
-pub fn detect(side: super::Side, data: &[u8], first: bool) -> Fit {
+pub fn detect(side: Side, data: &[u8], first: bool) -> Fit {
     let fit = match side {
-        super::Side::Request => detect::request_line_fit(data),
-        super::Side::Response => detect::status_line_fit(data),
+        Side::Request => detect::request_line_fit(data),
+        Side::Response => detect::status_line_fit(data),
     };
     match fit {
         LineFit::Line => Fit::Yes,
