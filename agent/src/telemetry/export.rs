@@ -345,14 +345,13 @@ impl Exporter {
         }
         if let Some(summary) = &mut self.summary {
             let role = obs.exchange.conn.role;
-            let (kind, target) = match (&obs.exchange.kind, role) {
-                (ExchangeKind::Rpc(call), _) => (span_kind_label(role), call.method.clone()),
+            let (_, kind) = span::span_kind(role);
+            let target = match (&obs.exchange.kind, role) {
+                (ExchangeKind::Rpc(call), _) => call.method.clone(),
                 (ExchangeKind::Http(_), Role::Server) => {
-                    ("SERVER", route.clone().unwrap_or_else(|| "-".to_owned()))
+                    route.clone().unwrap_or_else(|| "-".to_owned())
                 }
-                (ExchangeKind::Http(_), Role::Client) => {
-                    ("CLIENT", obs.exchange.conn.peer.to_string())
-                }
+                (ExchangeKind::Http(_), Role::Client) => obs.exchange.conn.peer.to_string(),
             };
             let duration =
                 Duration::from_nanos(obs.exchange.end_ns.saturating_sub(obs.exchange.start_ns));
@@ -433,13 +432,5 @@ async fn shutdown(service: Service) {
             }
         }
         Err(e) => tracing::warn!(error = %e, "provider shutdown task failed"),
-    }
-}
-
-/// `SERVER` or `CLIENT`, as the console summary labels a role.
-fn span_kind_label(role: Role) -> &'static str {
-    match role {
-        Role::Server => "SERVER",
-        Role::Client => "CLIENT",
     }
 }

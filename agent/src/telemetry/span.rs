@@ -48,7 +48,7 @@ pub fn from_exchange(ex: &Exchange, clock: &Clock, route: Option<&str>) -> SpanF
             let role = ex.conn.role;
             SpanFields {
                 name: rpc::span_name(call),
-                kind: span_kind(role),
+                kind: span_kind(role).0,
                 start: clock.to_system_time(ex.start_ns),
                 end: clock.to_system_time(ex.end_ns),
                 attributes: rpc::attributes(ex, call),
@@ -59,10 +59,12 @@ pub fn from_exchange(ex: &Exchange, clock: &Clock, route: Option<&str>) -> SpanF
     }
 }
 
-fn span_kind(role: Role) -> SpanKind {
+/// The kind of the span `role`'s side records (SERVER for the accepting side, CLIENT for the
+/// connecting side), with its name as the console summary shows it (`SERVER`, `CLIENT`).
+pub(crate) fn span_kind(role: Role) -> (SpanKind, &'static str) {
     match role {
-        Role::Server => SpanKind::Server,
-        Role::Client => SpanKind::Client,
+        Role::Server => (SpanKind::Server, "SERVER"),
+        Role::Client => (SpanKind::Client, "CLIENT"),
     }
 }
 
@@ -90,7 +92,7 @@ fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock, route: Option<&s
             Some(route) => format!("{method} {route}"),
             None => method.to_owned(),
         },
-        kind: span_kind(role),
+        kind: span_kind(role).0,
         start: clock.to_system_time(ex.start_ns),
         end: clock.to_system_time(ex.end_ns),
         attributes,
