@@ -629,19 +629,19 @@ impl Http2Parser {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        if is_grpc(grpc_seen, stream) && stream.grpc_status.is_none() {
+        let grpc = is_grpc(grpc_seen, stream);
+        if grpc && stream.grpc_status.is_none() {
             let elapsed = chunk.end_ns.saturating_sub(stream.start_ns);
             let timeout = stream.request.as_ref().and_then(|f| f.grpc_timeout_ns);
             stream.grpc_status = Some(reset_status(code, elapsed, timeout));
-            stream.bytes[1] = None;
-            self.complete(id, chunk.end_ns, out);
-        } else if !is_grpc(grpc_seen, stream) && stream.status.is_some() {
-            stream.bytes[1] = None;
-            self.complete(id, chunk.end_ns, out);
-        } else {
+        } else if grpc || stream.status.is_none() {
+            // A gRPC call that has its status already, or an HTTP stream with no status yet.
             self.streams.remove(&id);
             self.stats.reset_before_response += 1;
+            return;
         }
+        stream.bytes[1] = None;
+        self.complete(id, chunk.end_ns, out);
     }
 
     /// The response of stream `id` ended at `end_ns`: its exchange is reported.

@@ -341,6 +341,23 @@ fn http_stream_reset_before_its_response_is_counted_not_reported() {
 }
 
 #[test]
+fn http_stream_reset_after_its_response_headers_ends_there() {
+    let mut c = Conn::new(Role::Server, Start::Beginning);
+    let mut req = preface_and_settings();
+    req.extend(get(1, "/a"));
+    c.feed(Side::Request, (0, 10), &req);
+    let mut resp = headers(1, 0, &[(":status", "200")]);
+    resp.extend(data(1, 0, 5));
+    c.feed(Side::Response, (20, 30), &resp);
+    c.feed(Side::Request, (40, 50), &rst(1, 0x8));
+    assert_eq!(c.out.len(), 1, "{:?}", c.stats.nonzero());
+    let (ex, h) = c.http(0);
+    assert_eq!((ex.start_ns, ex.end_ns), (10, 50));
+    assert_eq!((h.status, h.response_body_bytes), (200, None));
+    assert_eq!(c.stats.reset_before_response, 0);
+}
+
+#[test]
 fn hole_inside_data_is_skipped_by_length() {
     let mut c = Conn::new(Role::Client, Start::Beginning);
     let mut req = preface_and_settings();
