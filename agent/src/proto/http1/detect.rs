@@ -10,6 +10,8 @@
 //! status-line  = "HTTP/1." DIGIT SP 3DIGIT SP [ reason-phrase ] CRLF  (HTTP/1.1 200 OK)
 //! ```
 
+use crate::proto::Side;
+
 /// HTTP/2 connection preface sent by prior-knowledge clients (RFC 9113 §3.4).
 pub(super) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
@@ -50,6 +52,14 @@ pub(super) enum Fit {
 #[must_use]
 pub fn looks_like_http1(data: &[u8]) -> bool {
     request_line_fit(data) == Fit::Line || status_line_fit(data) == Fit::Line
+}
+
+/// How well `data` matches the start of a message of `side`: a request line or a status line.
+pub(super) fn start_line_fit(side: Side, data: &[u8]) -> Fit {
+    match side {
+        Side::Request => request_line_fit(data),
+        Side::Response => status_line_fit(data),
+    }
 }
 
 /// How well `data` matches the start of a request line.

@@ -56,10 +56,7 @@ impl Tracker {
 
     /// Does `data` (a chunk start) start a message in `side`? If so, the direction is in sync.
     pub(super) fn try_resync(&mut self, side: Side, data: &[u8], strict: bool) -> bool {
-        let fit = match side {
-            Side::Request => detect::request_line_fit(data),
-            Side::Response => detect::status_line_fit(data),
-        };
+        let fit = detect::start_line_fit(side, data);
         let short_prefix = fit == Fit::Prefix && data.len() < detect::MAX_PREFIX_FIT_BYTES;
         let synced = fit == Fit::Line || (!strict && short_prefix);
         if synced {

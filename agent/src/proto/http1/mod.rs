@@ -373,11 +373,7 @@ impl Tracker {
 /// seen from the connection's start.
 #[must_use]
 pub fn detect(side: Side, data: &[u8], first: bool) -> Fit {
-    let fit = match side {
-        Side::Request => detect::request_line_fit(data),
-        Side::Response => detect::status_line_fit(data),
-    };
-    match fit {
+    match detect::start_line_fit(side, data) {
         LineFit::Line => Fit::Yes,
         LineFit::Prefix
             if first && !data.is_empty() && data.len() < detect::MAX_PREFIX_FIT_BYTES =>
