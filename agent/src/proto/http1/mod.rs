@@ -191,7 +191,7 @@ impl Tracker {
         }
         let side = Side::of(self.role, dir);
         let data = chunk.data;
-        let hole = chunk.len.saturating_sub(len_u64(data));
+        let hole = chunk.hole();
         if side == Side::Request && self.at_message_start(side) && detect::is_h2_preface(data) {
             self.give_up();
             return;
