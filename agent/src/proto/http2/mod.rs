@@ -213,6 +213,29 @@ struct Stream {
     bytes: [Option<u64>; 2],
 }
 
+impl Stream {
+    /// A stream whose request's first byte went by at `start_ns` (`request`: its header fields,
+    /// `None` when lost; `request_bytes`: its DATA payload bytes so far), nothing of its response
+    /// seen yet. gRPC or not by the request's `content-type`, when decoded.
+    fn new(start_ns: u64, request: Option<Fields>, request_bytes: Option<u64>) -> Self {
+        Self {
+            start_ns,
+            grpc: request.as_ref().is_some_and(|f| f.grpc_content_type),
+            not_grpc: request
+                .as_ref()
+                .is_some_and(|f| f.content_type_known && !f.grpc_content_type),
+            request,
+            status: None,
+            grpc_status: None,
+            response_blocks: 0,
+            trailers: false,
+            response_length: None,
+            body_done_ns: None,
+            bytes: [request_bytes, Some(0)],
+        }
+    }
+}
+
 /// The HTTP/2 parser of one connection; see the module docs.
 #[derive(Debug)]
 struct Http2Parser {
@@ -571,24 +594,8 @@ impl Http2Parser {
             self.stats.stream_overflow += 1;
             return;
         }
-        self.streams.insert(
-            block.stream,
-            Stream {
-                start_ns: block.started_ns,
-                grpc: fields.as_ref().is_some_and(|f| f.grpc_content_type),
-                not_grpc: fields
-                    .as_ref()
-                    .is_some_and(|f| f.content_type_known && !f.grpc_content_type),
-                request: fields,
-                status: None,
-                grpc_status: None,
-                response_blocks: 0,
-                trailers: false,
-                response_length: None,
-                body_done_ns: None,
-                bytes: [Some(0), Some(0)],
-            },
-        );
+        self.streams
+            .insert(block.stream, Stream::new(block.started_ns, fields, Some(0)));
     }
 
     fn on_response_headers(
@@ -757,21 +764,10 @@ impl Parser for Http2Parser {
                     traceparent: request.traceparent,
                     ..Fields::default()
                 };
+                // No `content-type` among the fields: neither gRPC nor known not to be.
                 self.streams.insert(
                     1,
-                    Stream {
-                        start_ns,
-                        request: Some(fields),
-                        status: None,
-                        grpc: false,
-                        not_grpc: false,
-                        grpc_status: None,
-                        response_blocks: 0,
-                        trailers: false,
-                        response_length: None,
-                        body_done_ns: None,
-                        bytes: [request.request_body_bytes, Some(0)],
-                    },
+                    Stream::new(start_ns, Some(fields), request.request_body_bytes),
                 );
             }
         }
