@@ -266,8 +266,8 @@ pub struct TracepointLayout {
     pub state_saddr_v6: u32,
     /// `inet_sock_set_state`: `__u8 daddr_v6[16]`.
     pub state_daddr_v6: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// `sock_send_length`/`sock_recv_length`: `int ret` (bytes moved, or `-errno`).
+    pub len_ret: u32,
 }
 
 /// `AF_INET`.

@@ -38,10 +38,13 @@ pub enum Stat {
     /// cannot read its arguments from the task's saved registers (`bpf_task_pt_regs`, Linux
     /// 5.15+): it was not captured.
     InProgressAtAttach = 11,
+    /// Bytes moved on a TCP socket by a call whose arguments the socket-hook capture does not
+    /// read (`sendmmsg`, `recvmmsg`, `splice`, io_uring, 32-bit syscalls): no record was sent.
+    OtherCall = 12,
 }
 
 /// Number of [`Stat`] slots in the `STATS` map.
-pub const STAT_COUNT: u32 = 12;
+pub const STAT_COUNT: u32 = 13;
 
 impl Stat {
     /// Every counter, in index order.
@@ -58,6 +61,7 @@ impl Stat {
         Stat::ExecEvents,
         Stat::TlsSocketByThread,
         Stat::InProgressAtAttach,
+        Stat::OtherCall,
     ];
 
     /// Stable snake_case name used as the `reason`/`kind` label in self-telemetry.
@@ -75,6 +79,7 @@ impl Stat {
             Stat::ExecEvents => "exec_events",
             Stat::TlsSocketByThread => "tls_socket_by_thread",
             Stat::InProgressAtAttach => "in_progress_at_attach",
+            Stat::OtherCall => "other_call",
         }
     }
 }

@@ -30,6 +30,7 @@ use crate::{
     emit,
     helpers::{count, current_ids},
     maps::{recover_in_progress, self_tgid, tp_layout, Inflight, INFLIGHT},
+    socket::current_syscall,
     tls,
 };
 
@@ -42,11 +43,11 @@ const SYSCALL_RET: usize = 16;
 /// User ABI `struct user_msghdr` prefix (`include/uapi/linux/socket.h`), up to `msg_iovlen`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct MsgHdr {
+pub(crate) struct MsgHdr {
     name: u64,
     namelen: u64,
-    iov: u64,
-    iovlen: u64,
+    pub(crate) iov: u64,
+    pub(crate) iovlen: u64,
 }
 
 /// The `u64` at byte `off` of the tracepoint record, loaded directly from the context: the
@@ -142,36 +143,46 @@ fn field<const N: usize>(head: &[u8; LEN_RECORD_WINDOW], off: u32) -> Option<[u8
     Some(out)
 }
 
-/// Marks the in-flight syscall of this thread as being on TCP socket `sk`.
+/// The fields of a `sock:sock_{send,recv}_length` record the programs use.
+pub(crate) struct LenRecord {
+    /// `void *sk`.
+    pub(crate) sk: u64,
+    /// `int ret`: bytes moved, or `-errno`.
+    pub(crate) ret: i32,
+}
+
+/// Reads a `sock_{send,recv}_length` record: `None` unless it is about an IPv4/IPv6 TCP socket
+/// and, for a receive (`dir` ingress), not a `MSG_PEEK` (peeked bytes are read again later).
 #[inline(always)]
-fn mark_socket(ctx: &TracePointContext, dir: Direction) {
-    let (pid_tgid, tgid, _) = current_ids();
+pub(crate) fn len_record(ctx: &TracePointContext, dir: Direction) -> Option<LenRecord> {
     let l = tp_layout();
     // One helper call for the whole record head instead of one per field; the fields are then
     // picked out at the offsets tracefs gave (bounds-checked, so a kernel with a wider record just
     // fails the check instead of reading garbage).
     let mut head = [0u8; LEN_RECORD_WINDOW];
     // SAFETY: `ctx` points at the tracepoint record, at least as long as its last field.
-    if unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast::<u8>().cast_const(), &mut head) }
-        .is_err()
-    {
-        return;
-    }
-    let (Some(sk), Some(family), Some(protocol), Some(flags)) = (
-        field::<8>(&head, l.len_sk).map(u64::from_ne_bytes),
-        field::<2>(&head, l.len_family).map(u16::from_ne_bytes),
-        field::<2>(&head, l.len_protocol).map(u16::from_ne_bytes),
-        field::<4>(&head, l.len_flags).map(i32::from_ne_bytes),
-    ) else {
-        return;
-    };
+    unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast::<u8>().cast_const(), &mut head) }.ok()?;
+    let sk = field::<8>(&head, l.len_sk).map(u64::from_ne_bytes)?;
+    let family = field::<2>(&head, l.len_family).map(u16::from_ne_bytes)?;
+    let protocol = field::<2>(&head, l.len_protocol).map(u16::from_ne_bytes)?;
+    let ret = field::<4>(&head, l.len_ret).map(i32::from_ne_bytes)?;
+    let flags = field::<4>(&head, l.len_flags).map(i32::from_ne_bytes)?;
     if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
-        return;
+        return None;
     }
     if dir == Direction::Ingress && flags & MSG_PEEK != 0 {
-        return; // peeked bytes are read again by a later call
+        return None;
     }
-    on_socket(pid_tgid, tgid, sk, dir, true);
+    Some(LenRecord { sk, ret })
+}
+
+/// Marks the in-flight syscall of this thread as being on TCP socket `sk`.
+#[inline(always)]
+fn mark_socket(ctx: &TracePointContext, dir: Direction) {
+    let (pid_tgid, tgid, _) = current_ids();
+    if let Some(r) = len_record(ctx, dir) {
+        on_socket(pid_tgid, tgid, r.sk, dir, true);
+    }
 }
 
 /// The current thread (`pid_tgid`, `tgid`) is moving bytes in direction `dir` on TCP socket `sk`:
@@ -213,39 +224,6 @@ pub(crate) fn on_socket(pid_tgid: u64, tgid: u32, sk: u64, dir: Direction, at_en
     }
 }
 
-/// The first three syscall arguments `(arg0, arg1, arg2)` from the task's saved user registers.
-///
-/// `struct pt_regs` is the x86-64 user ABI (`arch/x86/include/uapi/asm/ptrace.h`, as in
-/// `user_regs_struct`): `dx` at 96, `si` at 104, `di` at 112; the syscall ABI passes arguments in
-/// `di`, `si`, `dx`.
-#[cfg(bpf_target_arch = "x86_64")]
-#[inline(always)]
-fn saved_syscall_args() -> Option<(u64, u64, u64)> {
-    use aya_ebpf::helpers::{bpf_get_current_task_btf, generated::bpf_task_pt_regs};
-    const PT_REGS_DX: usize = 96;
-    // SAFETY: helpers without preconditions; the register block is read with a checked helper.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as usize;
-    if regs == 0 {
-        return None;
-    }
-    let mut raw = [0u8; 24];
-    // SAFETY: checked kernel read.
-    unsafe { bpf_probe_read_kernel_buf((regs + PT_REGS_DX) as *const u8, &mut raw) }.ok()?;
-    let word = |i: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&raw[i * 8..i * 8 + 8]);
-        u64::from_ne_bytes(w)
-    };
-    Some((word(2), word(1), word(0)))
-}
-
-/// Other architectures: syscalls in progress at attach time are not recovered.
-#[cfg(not(bpf_target_arch = "x86_64"))]
-#[inline(always)]
-fn saved_syscall_args() -> Option<(u64, u64, u64)> {
-    None
-}
-
 /// Completes a late [`Inflight`] entry (see its `late` field) with the arguments saved in the
 /// task's registers, the same way `enter` would have.
 #[inline(always)]
@@ -262,9 +240,11 @@ fn recover_late(
         count(source as u32, Stat::InProgressAtAttach, 1);
         return false;
     }
-    let Some((fd, buf, arg2)) = saved_syscall_args() else {
+    // At `sys_exit_*` the registers still hold the arguments (`ax` already holds the result).
+    let Some(call) = current_syscall() else {
         return false;
     };
+    let [fd, buf, arg2] = call.args;
     entry.source = source as u32;
     entry.fd = fd as i32;
     entry.buf = buf;

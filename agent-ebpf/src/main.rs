@@ -4,6 +4,8 @@
 //!
 //! - [`data`]: payload of read/write-family syscalls on IPv4/IPv6 TCP sockets (and the
 //!   `tracepoint` mode's socket hooks).
+//! - [`socket`]: the same payloads captured whole at the `tracepoint` mode's socket hooks, with no
+//!   syscall tracepoint (where the task's registers can be read).
 //! - [`tcp`]: the `fentry` and `kprobe` modes' socket hooks on the kernel's TCP functions.
 //! - [`conn`]: TCP connection lifecycle from `sock:inet_sock_set_state`.
 //! - [`tls`]: TLS plaintext from uprobes on OpenSSL/BoringSSL.
@@ -22,6 +24,7 @@ mod emit;
 mod exec;
 mod helpers;
 mod maps;
+mod socket;
 mod tcp;
 mod tls;
 

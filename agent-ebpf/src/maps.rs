@@ -178,7 +178,7 @@ static TP_LAYOUT: TracepointLayout = TracepointLayout {
     state_daddr: 0,
     state_saddr_v6: 0,
     state_daddr_v6: 0,
-    _pad: 0,
+    len_ret: 0,
 };
 
 /// The agent's own `tgid`.

@@ -150,8 +150,10 @@ pub struct Cli {
 /// `--capture`: `auto` or one forced [`CaptureMode`](crate::probe::capture::CaptureMode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CaptureChoice {
-    /// Try fentry, kprobe, tracepoint in that order.
+    /// Try socket, fentry, kprobe, tracepoint in that order.
     Auto,
+    /// socket only (the whole capture at the `sock` tracepoints, no syscall tracepoint).
+    Socket,
     /// fentry only.
     Fentry,
     /// kprobe only.
@@ -166,6 +168,7 @@ impl CaptureChoice {
         use crate::probe::capture::CaptureMode;
         match self {
             Self::Auto => None,
+            Self::Socket => Some(CaptureMode::Socket),
             Self::Fentry => Some(CaptureMode::Fentry),
             Self::Kprobe => Some(CaptureMode::Kprobe),
             Self::Tracepoint => Some(CaptureMode::Tracepoint),

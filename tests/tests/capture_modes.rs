@@ -1,8 +1,9 @@
 //! Capture-mode probing: `sonde --check` reports what this kernel allows, startup picks the mode
 //! the report names, and forcing a mode the kernel refuses fails with one readable line (never a
-//! verifier dump). On this project's host the answer is `tracepoint` (no kprobes, no fentry);
-//! `cargo xtask test --vm` runs the same test on Debian's 5.10, 6.1 and 6.12 kernels, where it is
-//! `fentry`, and sets `SONDE_EXPECT_CAPTURE_MODES` to the modes each kernel must allow.
+//! verifier dump). On this project's host the answer is `socket` (Linux 6.18: no kprobes, no
+//! fentry); `cargo xtask test --vm` runs the same test on Debian's 5.10, 6.1 and 6.12 kernels,
+//! where it is `fentry` (5.10, 6.1) or `socket` (6.12), and sets `SONDE_EXPECT_CAPTURE_MODES` to
+//! the modes each kernel must allow.
 
 use std::{
     process::{Command, Stdio},
@@ -11,7 +12,7 @@ use std::{
 
 use agent_tests::{agent::sonde_bin, poll, require_root, TempDir};
 
-const MODES: [&str; 3] = ["fentry", "kprobe", "tracepoint"];
+const MODES: [&str; 4] = ["socket", "fentry", "kprobe", "tracepoint"];
 
 /// `(mode, ok)` for each capture-mode line of the report, and the verdict's mode.
 fn parse_check(report: &str) -> (Vec<(String, bool)>, Option<String>) {

@@ -2,12 +2,16 @@
 //!
 //! | mode | hooks | needs |
 //! |---|---|---|
+//! | `socket` | `sock:sock_send_length`, `sock:sock_recv_length` only: the whole capture there, syscall arguments from the task's registers; no syscall tracepoint | Linux 6.3+, BTF, `bpf_task_pt_regs` (5.15), x86-64 |
 //! | `fentry` | BPF trampolines on `tcp_sendmsg`, `tcp_recvmsg` (+ `tcp_sendpage`, `tcp_cleanup_rbuf`) | BTF, `CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS`, no lockdown `confidentiality` |
 //! | `kprobe` | kprobes on the same functions | `CONFIG_KPROBES` |
 //! | `tracepoint` | `sock:sock_send_length`, `sock:sock_recv_length` | Linux 6.3+ |
 //!
-//! All three feed the same in-flight entry (see `agent-ebpf/src/tcp.rs` and `data.rs`), so records
-//! and spans are identical. [`attach`] tries the modes in order (or only the forced one): loads and
+//! `fentry`, `kprobe` and `tracepoint` tie the `syscalls:sys_{enter,exit}_*` pair of every read and
+//! write to its socket through the same in-flight entry (see `agent-ebpf/src/tcp.rs` and
+//! `data.rs`); `socket` needs no pair (`agent-ebpf/src/socket.rs`), so no program runs for a file or
+//! pipe and no map is touched per syscall. Records and spans are identical, except that in
+//! `socket` mode a send's record carries the time it returned for both timestamps. [`attach`] tries the modes in order (or only the forced one): loads and
 //! attaches a mode's required hooks, and on the first refusal unloads what it attached and moves
 //! on, keeping a one-line reason per refusal. The choice is made by what the kernel accepts, never
 //! by its version number. The programs read only the `sk` argument as an opaque key, so no kernel
@@ -25,7 +29,9 @@ use super::Need;
 /// How syscalls are tied to their socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum CaptureMode {
-    /// fentry (BPF trampolines) on the kernel's TCP functions: cheapest.
+    /// The whole capture at `sock:sock_{send,recv}_length`, with no syscall tracepoint: cheapest.
+    Socket,
+    /// fentry (BPF trampolines) on the kernel's TCP functions.
     Fentry,
     /// kprobes on the same functions.
     Kprobe,
@@ -35,20 +41,30 @@ pub enum CaptureMode {
 
 impl CaptureMode {
     /// Every mode, best first: the order `auto` tries them in.
-    pub const ALL: [Self; 3] = [Self::Fentry, Self::Kprobe, Self::Tracepoint];
+    pub const ALL: [Self; 4] = [Self::Socket, Self::Fentry, Self::Kprobe, Self::Tracepoint];
 
     /// Lower-case name, as on the command line.
     pub const fn name(self) -> &'static str {
         match self {
+            Self::Socket => "socket",
             Self::Fentry => "fentry",
             Self::Kprobe => "kprobe",
             Self::Tracepoint => "tracepoint",
         }
     }
 
+    /// Whether the mode needs the `syscalls:sys_{enter,exit}_*` tracepoints of [`super::HOOKS`].
+    pub const fn uses_syscall_tracepoints(self) -> bool {
+        !matches!(self, Self::Socket)
+    }
+
     /// The mode's hooks: (eBPF program, kernel function or `sock` tracepoint, need).
     fn hooks(self) -> &'static [(&'static str, &'static str, Need)] {
         match self {
+            Self::Socket => &[
+                ("sock_send_capture", "sock_send_length", Need::Required),
+                ("sock_recv_capture", "sock_recv_length", Need::Required),
+            ],
             Self::Fentry => &[
                 ("fentry_tcp_sendmsg", "tcp_sendmsg", Need::Required),
                 ("fentry_tcp_recvmsg", "tcp_recvmsg", Need::Required),
@@ -111,6 +127,8 @@ pub struct Kernel<'a> {
     pub btf: &'a Result<Btf, String>,
     /// Why the `sock_*_length` tracepoints are unusable, if they are.
     pub tracepoints: &'a Result<(), String>,
+    /// Why programs cannot read a task's saved registers (`bpf_task_pt_regs`), if they cannot.
+    pub registers: &'a Result<(), String>,
 }
 
 /// Tries `modes` in order and keeps the first one whose required hooks all attach.
@@ -157,6 +175,13 @@ fn attach_mode(
         }
         CaptureMode::Kprobe => {}
         CaptureMode::Tracepoint => kernel.tracepoints.clone()?,
+        CaptureMode::Socket => {
+            if !cfg!(target_arch = "x86_64") {
+                return Err("the syscall registers are read with the x86-64 layout only".into());
+            }
+            kernel.tracepoints.clone()?;
+            kernel.registers.clone()?;
+        }
     }
     let mut attached = Vec::new();
     let mut skipped = Vec::new();
@@ -176,10 +201,11 @@ fn attach_mode(
                 p.load()?;
                 p.attach(target, 0).map(drop)
             }),
-            CaptureMode::Tracepoint => <&mut TracePoint>::try_from(p).and_then(|p| {
-                p.load()?;
-                p.attach("sock", target).map(drop)
-            }),
+            CaptureMode::Socket | CaptureMode::Tracepoint => <&mut TracePoint>::try_from(p)
+                .and_then(|p| {
+                    p.load()?;
+                    p.attach("sock", target).map(drop)
+                }),
         };
         match result {
             Ok(()) => attached.push(target),

@@ -63,6 +63,7 @@ pub fn report(params: &LoadParams) -> (String, bool) {
             let kernel = Kernel {
                 btf: &btf,
                 tracepoints: &opened.tracepoints,
+                registers: &opened.recover_in_progress,
             };
             for mode in CaptureMode::ALL {
                 let (ok, detail) = match capture::attach(&mut opened.ebpf, &[mode], &kernel) {
@@ -83,7 +84,7 @@ pub fn report(params: &LoadParams) -> (String, bool) {
                     detail,
                 });
             }
-            let hooks = load::attach_hooks(&mut opened.ebpf);
+            let hooks = load::attach_hooks(&mut opened.ebpf, true);
             lines.push(Line {
                 item: "syscall + lifecycle tracepoints",
                 ok: Some(hooks.is_ok()),
@@ -140,6 +141,7 @@ pub fn report(params: &LoadParams) -> (String, bool) {
 
 const fn mode_item(mode: CaptureMode) -> &'static str {
     match mode {
+        CaptureMode::Socket => "capture mode socket (6.3+, registers)",
         CaptureMode::Fentry => "capture mode fentry (trampolines)",
         CaptureMode::Kprobe => "capture mode kprobe",
         CaptureMode::Tracepoint => "capture mode tracepoint (6.3+)",

@@ -16,7 +16,7 @@ use aya::{
 
 use super::{
     capture::{self, CaptureMode, Chosen, Refusal},
-    tracefs, Need, HOOKS,
+    tracefs, Hook, Need, HOOKS,
 };
 
 /// The eBPF object built by `agent/build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
@@ -372,9 +372,14 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
         tracepoints,
         recover_in_progress,
     } = open(params)?;
-    let chosen = attach_capture(&mut ebpf, params.capture, &tracepoints)?;
-    attach_hooks(&mut ebpf)?;
-    if let Err(why) = &recover_in_progress {
+    let chosen = attach_capture(
+        &mut ebpf,
+        params.capture,
+        &tracepoints,
+        &recover_in_progress,
+    )?;
+    attach_hooks(&mut ebpf, chosen.mode.uses_syscall_tracepoints())?;
+    if let (Err(why), true) = (&recover_in_progress, chosen.mode.uses_syscall_tracepoints()) {
         tracing::warn!(
             "syscalls already in progress when the probes attach are not recovered: {why}; the \
              first message a connection receives after attach can be missed (counted as \
@@ -419,14 +424,19 @@ pub fn load(params: &LoadParams) -> Result<Probes, LoadError> {
     })
 }
 
-/// Loads and attaches every [`HOOKS`] tracepoint; an optional one the kernel refuses is skipped
-/// with a warning. Returns how many attached.
+/// Loads and attaches every [`HOOKS`] tracepoint (the `syscalls` ones only if `syscalls`: the
+/// capture mode needs them); an optional one the kernel refuses is skipped with a warning. Returns
+/// how many attached.
 ///
 /// # Errors
 /// [`LoadError::Attach`] for a required one, [`LoadError::MissingProgram`].
-pub(super) fn attach_hooks(ebpf: &mut Ebpf) -> Result<usize, LoadError> {
+pub(super) fn attach_hooks(ebpf: &mut Ebpf, syscalls: bool) -> Result<usize, LoadError> {
     let mut attached = 0usize;
-    for hook in HOOKS {
+    let hooks: Vec<&Hook> = HOOKS
+        .iter()
+        .filter(|h| syscalls || h.category != "syscalls")
+        .collect();
+    for hook in &hooks {
         let program = ebpf
             .program_mut(hook.program)
             .ok_or(LoadError::MissingProgram(hook.program))?;
@@ -467,9 +477,9 @@ pub(super) fn attach_hooks(ebpf: &mut Ebpf) -> Result<usize, LoadError> {
     }
     tracing::info!(
         attached,
-        total = HOOKS.len(),
+        total = hooks.len(),
         "attached tracepoints: {}",
-        HOOKS.iter().map(|h| h.name).collect::<Vec<_>>().join(", ")
+        hooks.iter().map(|h| h.name).collect::<Vec<_>>().join(", ")
     );
     Ok(attached)
 }
@@ -480,6 +490,7 @@ fn attach_capture(
     ebpf: &mut Ebpf,
     forced: Option<CaptureMode>,
     tracepoints: &Result<(), String>,
+    registers: &Result<(), String>,
 ) -> Result<Chosen, LoadError> {
     let modes = capture::candidates(forced);
     let btf = if modes.contains(&CaptureMode::Fentry) {
@@ -490,6 +501,7 @@ fn attach_capture(
     let kernel = capture::Kernel {
         btf: &btf,
         tracepoints,
+        registers,
     };
     let chosen = capture::attach(ebpf, &modes, &kernel).map_err(LoadError::NoCaptureMode)?;
     for (target, reason) in &chosen.skipped {

@@ -129,7 +129,7 @@ pub(super) fn tracepoint_layout(
         }
     };
     // Both length tracepoints share one event class; check they agree.
-    for f in ["sk", "family", "protocol", "flags"] {
+    for f in ["sk", "family", "protocol", "ret", "flags"] {
         let (a, b) = (send.get(f), recv.get(f));
         if a.is_none() || a != b {
             let reason = format!(
@@ -172,7 +172,7 @@ fn layout(
         state_daddr: get(state, s, "daddr")?,
         state_saddr_v6: get(state, s, "saddr_v6")?,
         state_daddr_v6: get(state, s, "daddr_v6")?,
-        _pad: 0,
+        len_ret: len("ret"),
     })
 }
 

@@ -114,6 +114,7 @@ pub fn register(meter: &Meter, snapshots: watch::Receiver<Snapshot>, export: Arc
             Stat::InflightFull => Some("inflight_full"),
             Stat::TlsNoSocket => Some("tls_no_socket"),
             Stat::InProgressAtAttach => Some("in_progress_at_attach"),
+            Stat::OtherCall => Some("other_call"),
             _ => None,
         }))
         .build();

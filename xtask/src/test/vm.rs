@@ -52,7 +52,8 @@ struct Target {
 }
 
 /// The kernel matrix. Every Debian kernel has BTF, kprobes and BPF trampolines (fentry); the
-/// `tracepoint` mode needs `sock:sock_{send,recv}_length` (Linux 6.3+), so only 6.12 has it.
+/// `socket` and `tracepoint` modes need `sock:sock_{send,recv}_length` (Linux 6.3+), so only 6.12
+/// has them.
 /// On 5.10 the kernel also lacks `bpf_task_pt_regs` (5.15+): a read already blocked when the agent
 /// attaches is not recovered there (`preexisting_connection` proves that exactly that read is
 /// lost, and counted).
@@ -73,8 +74,8 @@ const MATRIX: [Target; 3] = [
     },
     Target {
         release: Release::Trixie,
-        modes: &["fentry", "kprobe", "tracepoint"],
-        auto: "fentry",
+        modes: &["socket", "fentry", "kprobe", "tracepoint"],
+        auto: "socket",
         recovers_in_progress: true,
         suite: Suite::Smoke,
     },
@@ -86,18 +87,25 @@ const MATRIX: [Target; 3] = [
 /// and the capture-mode probing (`--check`, `auto`, forced modes). Not `oracle`: under emulation one
 /// nginx event-loop turn can take several ms, which nginx's cached clock (its `$request_time`)
 /// does not see, so its 2 ms duration tolerance is for real hardware.
-const FULL_TESTS: [&str; 6] = [
+const FULL_TESTS: [&str; 7] = [
     "http1_nginx",
     "http1_python",
     "preexisting_connection",
     "tls",
     "grpc",
     "capture_modes",
+    "file_io",
 ];
 
 /// The smoke subset: a server and a client (nginx, curl), a connection opened before the agent,
-/// and the capture-mode probing, which checks the modes this kernel allows.
-const SMOKE_TESTS: [&str; 3] = ["http1_nginx", "preexisting_connection", "capture_modes"];
+/// the capture-mode probing, which checks the modes this kernel allows, and what file and pipe I/O
+/// costs in each mode.
+const SMOKE_TESTS: [&str; 4] = [
+    "http1_nginx",
+    "preexisting_connection",
+    "capture_modes",
+    "file_io",
+];
 
 /// Where the e2e test binaries live (one binary per file).
 const TESTS_DIR: &str = "tests/tests";
@@ -106,8 +114,8 @@ const TESTS_DIR: &str = "tests/tests";
 #[derive(Debug, Args)]
 pub(crate) struct VmArgs {
     /// Run only the end-to-end tests, inside qemu VMs booting Debian's current 5.10, 6.1 and 6.12
-    /// kernels, once per capture mode each allows (fentry and kprobe everywhere; tracepoint on
-    /// 6.12). TEST_ARGS that name a file of tests/tests select those binaries (default: the full
+    /// kernels, once per capture mode each allows (fentry and kprobe everywhere; socket and
+    /// tracepoint on 6.12). TEST_ARGS that name a file of tests/tests select those binaries (default: the full
     /// suite on 6.1, a smoke subset elsewhere); the others go to libtest.
     #[arg(long, conflicts_with = "unit_only")]
     pub(crate) vm: bool,
@@ -115,9 +123,9 @@ pub(crate) struct VmArgs {
     /// all three.
     #[arg(long = "vm-kernel", value_enum, value_name = "RELEASE")]
     vm_kernels: Vec<Release>,
-    /// Capture modes for `--vm` (repeatable: fentry, kprobe, tracepoint). Default: every mode
-    /// each kernel allows.
-    #[arg(long = "vm-capture", value_name = "MODE", value_parser = ["fentry", "kprobe", "tracepoint"])]
+    /// Capture modes for `--vm` (repeatable: socket, fentry, kprobe, tracepoint). Default: every
+    /// mode each kernel allows.
+    #[arg(long = "vm-capture", value_name = "MODE", value_parser = ["socket", "fentry", "kprobe", "tracepoint"])]
     vm_captures: Vec<String>,
     /// Kernel flavour for `--vm`.
     #[arg(long, value_enum, default_value_t = Flavor::Cloud)]
@@ -624,7 +632,7 @@ mod tests {
             assert!(target.modes.contains(&target.auto), "{target:?}");
             for mode in target.modes {
                 assert!(
-                    ["fentry", "kprobe", "tracepoint"].contains(mode),
+                    ["socket", "fentry", "kprobe", "tracepoint"].contains(mode),
                     "{target:?}"
                 );
             }
