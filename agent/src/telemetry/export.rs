@@ -30,6 +30,7 @@ use super::{
     clock::Clock,
     console::ConsoleExporter,
     metrics::Instruments,
+    otlp_grpc::GrpcSpanExporter,
     prometheus::{self, SharedReader},
     self_telemetry::{self, ExportCounters, Snapshot},
     semconv, span, span_queue,
@@ -220,29 +221,29 @@ impl Exporter {
                 protocol,
                 timeout,
                 ..
-            } => {
-                let exporter = match (protocol, &self.channel) {
-                    (OtlpProtocol::Grpc, Some(channel)) => {
-                        opentelemetry_otlp::SpanExporter::builder()
-                            .with_tonic()
-                            .with_channel(channel.clone())
-                            .with_timeout(*timeout)
-                            .build()
-                    }
-                    _ => opentelemetry_otlp::SpanExporter::builder()
+            } => match (protocol, &self.channel) {
+                (OtlpProtocol::Grpc, Some(channel)) => {
+                    builder.with_span_processor(span_queue::processor(
+                        GrpcSpanExporter::new(channel.clone(), *timeout),
+                        self.span_queue,
+                        &self.counters,
+                    ))
+                }
+                _ => {
+                    let exporter = opentelemetry_otlp::SpanExporter::builder()
                         .with_http()
                         .with_protocol(Protocol::HttpBinary)
                         .with_endpoint(endpoint.clone())
                         .with_timeout(*timeout)
-                        .build(),
+                        .build()
+                        .map_err(ExportError::Build)?;
+                    builder.with_span_processor(span_queue::processor(
+                        exporter,
+                        self.span_queue,
+                        &self.counters,
+                    ))
                 }
-                .map_err(ExportError::Build)?;
-                builder.with_span_processor(span_queue::processor(
-                    exporter,
-                    self.span_queue,
-                    &self.counters,
-                ))
-            }
+            },
         };
         let provider = builder.build();
         let tracer = provider.tracer(semconv::SCOPE_NAME);

@@ -9,6 +9,7 @@
 //! - [`self_telemetry`]: the agent's own counters, on the same pipes.
 //! - [`summary`]: the console's periodic RED table.
 //! - [`console`]: the one-line-per-span stdout exporter used when no OTLP endpoint is set.
+//! - [`otlp_grpc`]: the OTLP/gRPC span exporter (each batch encoded once, never copied).
 //! - `span_queue`: the bounded, counted queue in front of each process's batch span processor.
 //! - [`export`]: one SDK tracer provider per observed process (its own `Resource`), OTLP or console.
 
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod console;
 pub mod export;
 pub mod metrics;
+pub mod otlp_grpc;
 pub mod prometheus;
 pub mod rpc;
 pub mod scrape;
