@@ -9,7 +9,8 @@
 //! - [`self_telemetry`]: the agent's own counters, on the same pipes.
 //! - [`summary`]: the console's periodic RED table.
 //! - [`console`]: the one-line-per-span stdout exporter used when no OTLP endpoint is set.
-//! - [`otlp_grpc`]: the OTLP/gRPC span exporter (each batch encoded once, never copied).
+//! - [`otlp_encode`]: OTLP trace requests encoded straight from the SDK's span data;
+//!   [`otlp_grpc`]: the OTLP/gRPC span exporter that sends them (each batch encoded once).
 //! - `span_queue`: the bounded, counted queue in front of each process's batch span processor.
 //! - [`export`]: one SDK tracer provider per observed process (its own `Resource`), OTLP or console.
 
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod console;
 pub mod export;
 pub mod metrics;
+pub mod otlp_encode;
 pub mod otlp_grpc;
 pub mod prometheus;
 pub mod rpc;

@@ -2,10 +2,10 @@
 //!
 //! opentelemetry-otlp 0.33's tonic exporter clones every batch (`Vec<SpanData>` with every
 //! attribute string) before converting it, so that its retry can start over: 9.4% of the agent's
-//! CPU at HTTP/1.1 saturation (`perf record`, 2026-12-01). [`GrpcSpanExporter`] moves the batch
-//! into the OTLP request (`opentelemetry_proto`'s `group_spans_by_resource_and_scope`), encodes it
-//! to one buffer, and sends that buffer, again on a retry (a reference-counted `Bytes`), over the
-//! tonic channel every process's provider shares: `TraceService/Export` of
+//! CPU at HTTP/1.1 saturation (`perf record`, 2026-12-01). [`GrpcSpanExporter`] encodes the batch
+//! once into one buffer ([`super::otlp_encode`], straight from the `SpanData`), and sends that
+//! buffer, again on a retry (a reference-counted `Bytes`), over the tonic channel every process's
+//! provider shares: `TraceService/Export` of
 //! `opentelemetry/proto/collector/trace/v1/trace_service.proto`.
 //!
 //! Retries: `UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `ABORTED`, `OUT_OF_RANGE`, `DATA_LOSS` and
@@ -22,7 +22,10 @@ use std::{
 
 use bytes::{BufMut as _, Bytes};
 use opentelemetry_proto::{
-    tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
+    tonic::{
+        collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
+        resource::v1::Resource as ProtoResource,
+    },
     transform::{
         common::tonic::ResourceAttributesWithSchema,
         trace::tonic::group_spans_by_resource_and_scope,
@@ -42,6 +45,8 @@ use tonic::{
     Code, Status,
 };
 
+use super::otlp_encode::encode_request;
+
 /// The OTLP trace service method.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 /// Delay before the first retry; doubled for each next one.
@@ -53,6 +58,8 @@ pub struct GrpcSpanExporter {
     timeout: Duration,
     headers: MetadataMap,
     resource: ResourceAttributesWithSchema,
+    /// The `Resource` message of `resource`, prost-encoded once.
+    resource_bytes: Vec<u8>,
 }
 
 impl fmt::Debug for GrpcSpanExporter {
@@ -79,6 +86,7 @@ impl GrpcSpanExporter {
             timeout,
             headers,
             resource: ResourceAttributesWithSchema::default(),
+            resource_bytes: Vec::new(),
         }
     }
 
@@ -111,11 +119,16 @@ impl GrpcSpanExporter {
 impl SpanExporter for GrpcSpanExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let deadline = Instant::now() + self.timeout;
-        let request = ExportTraceServiceRequest {
-            resource_spans: group_spans_by_resource_and_scope(batch, &self.resource),
+        let schema_url = self.resource.schema_url.as_deref().unwrap_or_default();
+        let body = match encode_request(&batch, &self.resource_bytes, schema_url) {
+            Some(bytes) => Bytes::from(bytes),
+            None => Bytes::from(
+                ExportTraceServiceRequest {
+                    resource_spans: group_spans_by_resource_and_scope(batch, &self.resource),
+                }
+                .encode_to_vec(),
+            ),
         };
-        let body = Bytes::from(request.encode_to_vec());
-        drop(request);
         let mut delay = FIRST_RETRY_DELAY;
         loop {
             match self.send(body.clone(), deadline).await {
@@ -146,6 +159,12 @@ impl SpanExporter for GrpcSpanExporter {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.resource = resource.into();
+        self.resource_bytes = ProtoResource {
+            attributes: self.resource.attributes.0.clone(),
+            dropped_attributes_count: 0,
+            entity_refs: Vec::new(),
+        }
+        .encode_to_vec();
     }
 }
 
