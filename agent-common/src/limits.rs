@@ -24,6 +24,11 @@ pub const DEFAULT_CAPTURE_BYTES: usize = 4096;
 /// Bytes, `<= MAX_CAPTURE_BYTES`.
 pub const PROTOCOL_CAPTURE_BYTES: usize = MAX_CAPTURE_BYTES;
 
+/// The per-socket verdict (map `SOCK_CAPTURE`) that sends no record at all for the socket's
+/// syscalls: userspace ignores the connection (`--pid`/`--port`/`--exe-name`, unresolvable, the
+/// agent's own) or no protocol claimed it (opaque). TLS-library records of the socket still go.
+pub const SKIP_SOCKET: u32 = 0;
+
 /// Capacity of the per-socket capture-size table (LRU; one entry per marked socket).
 pub const MAX_CAPTURE_SOCKETS: u32 = 16384;
 

@@ -41,10 +41,13 @@ pub enum Stat {
     /// Bytes moved on a TCP socket by a call whose arguments the socket-hook capture does not
     /// read (`sendmmsg`, `recvmmsg`, `splice`, io_uring, 32-bit syscalls): no record was sent.
     OtherCall = 12,
+    /// Socket syscalls not sent because userspace marked the socket skipped
+    /// ([`crate::limits::SKIP_SOCKET`]: ignored or opaque connection).
+    SkippedSocket = 13,
 }
 
 /// Number of [`Stat`] slots in the `STATS` map.
-pub const STAT_COUNT: u32 = 13;
+pub const STAT_COUNT: u32 = 14;
 
 impl Stat {
     /// Every counter, in index order.
@@ -62,6 +65,7 @@ impl Stat {
         Stat::TlsSocketByThread,
         Stat::InProgressAtAttach,
         Stat::OtherCall,
+        Stat::SkippedSocket,
     ];
 
     /// Stable snake_case name used as the `reason`/`kind` label in self-telemetry.
@@ -80,6 +84,7 @@ impl Stat {
             Stat::TlsSocketByThread => "tls_socket_by_thread",
             Stat::InProgressAtAttach => "in_progress_at_attach",
             Stat::OtherCall => "other_call",
+            Stat::SkippedSocket => "skipped_socket",
         }
     }
 }

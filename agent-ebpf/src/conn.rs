@@ -16,7 +16,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePoi
 
 use crate::{
     helpers::{count, current_ids},
-    maps::{self_tgid, tp_layout, wakeup_flags, EVENTS, SELF_SOCKS, SOCK_SEQ},
+    maps::{self_tgid, tp_layout, wakeup_flags, EVENTS, SELF_SOCKS, SOCK_CAPTURE, SOCK_SEQ},
 };
 
 /// `sock:inet_sock_set_state`.
@@ -58,11 +58,14 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     // A new connection on this `sk` starts its streams at 0; so does a closed one (a syscall that
     // ends after the close, e.g. a write answered by a reset, must not carry stale offsets into
     // the next connection that reuses the address).
+    // Likewise its verdict: a new connection on a reused address is judged afresh.
     if opened {
         let _ = SOCK_SEQ.remove(&sk);
+        let _ = SOCK_CAPTURE.remove(&sk);
     }
     if closed {
         let _ = SOCK_SEQ.remove(&sk);
+        let _ = SOCK_CAPTURE.remove(&sk);
         let _ = SELF_SOCKS.remove(&sk);
         crate::tls::forget_socket(sk);
     }

@@ -3,7 +3,7 @@
 
 use agent_common::{
     event::DATA_HEADER_BYTES,
-    limits::{MAX_CAPTURE_BYTES, MAX_IOVECS, PROTOCOL_CAPTURE_BYTES},
+    limits::{MAX_CAPTURE_BYTES, MAX_IOVECS, PROTOCOL_CAPTURE_BYTES, SKIP_SOCKET},
     stats::Stat,
     DataEventHeader, DataSource, EventKind,
 };
@@ -164,6 +164,14 @@ fn next_seq(p: &Payload) -> u64 {
 /// drop when the ring buffer is full.
 #[inline(always)]
 pub(crate) fn payload(p: &Payload) {
+    // The socket's verdict from userspace: a capture size, or skip. TLS-library records are
+    // never skipped: they are the plaintext of a socket whose ciphertext alone looked opaque.
+    // SAFETY: read-only use of a map value pointer.
+    let verdict = unsafe { SOCK_CAPTURE.get(&p.sk) }.copied();
+    if verdict == Some(SKIP_SOCKET) && !p.source.is_tls() {
+        count(p.source as u32, Stat::SkippedSocket, 1);
+        return;
+    }
     let seq = next_seq(p);
     // SAFETY: helper without preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
@@ -178,11 +186,8 @@ pub(crate) fn payload(p: &Payload) {
         let raised = PROTOCOL_CAPTURE_BYTES as u32;
         let _ = SOCK_CAPTURE.insert(&p.sk, &raised, 0);
         limit = PROTOCOL_CAPTURE_BYTES as u64;
-    } else if p.len > limit {
-        // SAFETY: read-only use of a map value pointer.
-        if let Some(raised) = unsafe { SOCK_CAPTURE.get(&p.sk) } {
-            limit = u64::from(*raised);
-        }
+    } else if let Some(raised) = verdict.filter(|v| *v != SKIP_SOCKET) {
+        limit = u64::from(raised);
     }
     let mut want = if p.len < limit { p.len } else { limit } as usize;
     if want > MAX_CAPTURE_BYTES {

@@ -137,8 +137,9 @@ pub(crate) const SCRATCH_BYTES: usize = MAX_DATA_RECORD_BYTES + 2 * MAX_CAPTURE_
 #[map]
 pub(crate) static SCRATCH: Array<[u8; SCRATCH_BYTES]> = Array::with_max_entries(1, 0);
 
-/// Capture size for sockets userspace marked (`PROTOCOL_CAPTURE_BYTES`), by `sk`. Looked up
-/// only for syscalls moving more than the global capture size.
+/// Per-socket verdict from userspace, by `sk`: a capture size (`PROTOCOL_CAPTURE_BYTES` for
+/// HTTP/2), or `SKIP_SOCKET` (no record for the socket's syscalls). Looked up once per socket
+/// record; removed when the socket opens or closes (`inet_sock_set_state`).
 #[map]
 pub(crate) static SOCK_CAPTURE: LruHashMap<u64, u32> =
     LruHashMap::with_max_entries(MAX_CAPTURE_SOCKETS, 0);

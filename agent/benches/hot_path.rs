@@ -20,12 +20,16 @@
 //!   `sdk_span` adds building and ending the OpenTelemetry SDK span (with a processor that drops
 //!   it, so no export and no batch-queue push); `red_metrics` is the histogram recording each
 //!   exchange also costs when metrics are on.
+//! - `otlp_encode`: a batch of 100 finished server spans (`SpanData` from the SDK) → the bytes of
+//!   an OTLP `ExportTraceServiceRequest`: `direct` is Sonde's encoder
+//!   ([`otlp_encode::encode_request`]), `via_proto_structs` the `opentelemetry_proto` conversion
+//!   plus prost that it replaced (both give the same bytes).
 //!
 //! # Units
 //! `http1_parse` and `reassembly` count *captured* payload bytes (the bytes the parser reads;
 //! holes are skipped by length and not counted), so `thrpt` is MB/s of parsed bytes on one core.
-//! `span_build` counts exchanges: `thrpt` is exchanges/s, and `time` / elements is ns per
-//! exchange.
+//! `span_build` counts exchanges and `otlp_encode` spans: `thrpt` is exchanges (spans) per s, and
+//! `time` / elements is ns per exchange (span).
 //!
 //! Run: `AYA_BUILD_SKIP=1 CARGO_TARGET_DIR=target/bench cargo +1.99.1 bench -p sonde --bench
 //! hot_path` (add `-- --quick` for a short run, or a group name to filter). The separate target dir
@@ -36,6 +40,7 @@ use std::{
     fs,
     hint::black_box,
     path::PathBuf,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -49,20 +54,28 @@ use agent::{
     },
     ringbuf::{self, Record as RingRecord},
     route::{Patterns, RouteConfig, Router},
-    telemetry::{clock::Clock, export, metrics::Instruments, semconv, span},
+    telemetry::{clock::Clock, export, metrics::Instruments, otlp_encode, semconv, span},
 };
 use agent_common::{
     event::{AF_INET, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT},
     limits::DEFAULT_CAPTURE_BYTES,
     ConnEvent, DataEventHeader, DataSource, Direction, EventKind,
 };
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use opentelemetry::{metrics::MeterProvider as _, trace::TracerProvider as _, Context};
+use opentelemetry_proto::{
+    tonic::{collector::trace::v1::ExportTraceServiceRequest, resource::v1::Resource},
+    transform::{
+        common::tonic::ResourceAttributesWithSchema,
+        trace::tonic::group_spans_by_resource_and_scope,
+    },
+};
 use opentelemetry_sdk::{
     error::OTelSdkResult,
     metrics::{ManualReader, SdkMeterProvider},
     trace::{SdkTracerProvider, SpanData, SpanProcessor},
 };
+use prost::Message as _;
 
 #[path = "../tests/common/fixture.rs"]
 mod fixture;
@@ -693,6 +706,88 @@ fn span_build(c: &mut Criterion) {
     group.finish();
 }
 
+// ---------------------------------------------------------------------------------------------
+// otlp_encode
+
+/// A span processor that keeps every span it is handed.
+#[derive(Debug, Default)]
+struct Keep(Arc<Mutex<Vec<SpanData>>>);
+
+impl SpanProcessor for Keep {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        self.0.lock().expect("not poisoned").push(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+fn otlp_encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("otlp_encode");
+    let clock = Clock::sample();
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(Keep(Arc::clone(&kept)))
+        .build();
+    let tracer = provider.tracer(semconv::SCOPE_NAME);
+    for obs in keepalive_exchanges(Role::Server) {
+        export::emit(
+            &tracer,
+            span::from_exchange(&obs.exchange, &clock, Some(ROUTE)),
+        );
+    }
+    let batch = std::mem::take(&mut *kept.lock().expect("not poisoned"));
+    assert_eq!(batch.len(), KEEPALIVE_EXCHANGES);
+    let sdk_resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("nginx")
+        .build();
+    let resource = ResourceAttributesWithSchema::from(&sdk_resource);
+    let resource_bytes = Resource {
+        attributes: resource.attributes.0.clone(),
+        dropped_attributes_count: 0,
+        entity_refs: Vec::new(),
+    }
+    .encode_to_vec();
+    let via_structs = |batch: Vec<SpanData>| {
+        ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(batch, &resource),
+        }
+        .encode_to_vec()
+    };
+    assert_eq!(
+        otlp_encode::encode_request(&batch, &resource_bytes, ""),
+        Some(via_structs(batch.clone())),
+        "the two encodings differ"
+    );
+    group.throughput(Throughput::Elements(
+        u64::try_from(KEEPALIVE_EXCHANGES).expect("fits"),
+    ));
+    group.bench_function("direct/server_x100", |b| {
+        b.iter(|| {
+            black_box(otlp_encode::encode_request(
+                black_box(&batch),
+                &resource_bytes,
+                "",
+            ))
+        });
+    });
+    group.bench_function("via_proto_structs/server_x100", |b| {
+        b.iter_batched(
+            || batch.clone(),
+            |batch| black_box(via_structs(batch)),
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
 fn config() -> Criterion {
     // Short defaults for a shared machine; command-line flags override them.
     Criterion::default()
@@ -703,6 +798,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = http1_parse, http2_parse, reassembly, span_build
+    targets = http1_parse, http2_parse, reassembly, span_build, otlp_encode
 }
 criterion_main!(benches);

@@ -146,6 +146,20 @@ impl Agent {
     pub fn logs(&self) -> String {
         self.proc.logs()
     }
+
+    /// `name=N` from the agent's last `stats: kernel[…]` line on stderr (the shutdown one once
+    /// it stopped): a kernel counter summed over every program.
+    pub fn kernel_stat(&self, name: &str) -> Option<u64> {
+        let stderr = self.stderr();
+        let line = stderr
+            .lines()
+            .rev()
+            .find(|l| l.contains("stats: kernel["))?;
+        let kernel = line.split("kernel[").nth(1)?.split(']').next()?;
+        kernel
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+    }
 }
 
 /// With `SONDE_EXPECT_CAPTURE=<mode>` (set by `cargo xtask test --vm`, together with

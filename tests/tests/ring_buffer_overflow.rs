@@ -30,18 +30,6 @@ fn plan() -> BTreeMap<&'static str, (&'static str, i64, i64, i64)> {
     ])
 }
 
-/// `name=N` from the agent's last `stats: kernel[…]` line on stderr.
-fn kernel_stat(stderr: &str, name: &str) -> Option<u64> {
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains("stats: kernel["))?;
-    let kernel = line.split("kernel[").nth(1)?.split(']').next()?;
-    kernel
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-}
-
 #[test]
 fn tiny_ring_buffer_drops_records_without_hurting_the_application() {
     require_root!();
@@ -121,11 +109,10 @@ fn tiny_ring_buffer_drops_records_without_hurting_the_application() {
     );
 
     // (b) The drops are counted.
-    let stderr = w.agent.stderr();
-    let ringbuf_full = kernel_stat(&stderr, "ringbuf_full").unwrap_or_else(|| {
+    let ringbuf_full = w.agent.kernel_stat("ringbuf_full").unwrap_or_else(|| {
         panic!("no `stats: kernel[… ringbuf_full=N …]` line on the agent's stderr")
     });
-    let data_events = kernel_stat(&stderr, "data_events").unwrap_or(0);
+    let data_events = w.agent.kernel_stat("data_events").unwrap_or(0);
     println!(
         "{} requests in {:?} over {} connections: data_events={data_events} ringbuf_full={ringbuf_full}",
         run.ok_total(),

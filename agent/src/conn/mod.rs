@@ -12,8 +12,12 @@
 //! protocol claims one (that chunk and all later ones go to its [`Parser`]); a connection no
 //! protocol claims after [`UNCLAIMED_CHUNKS`] chunks each way becomes opaque. TLS plaintext
 //! arriving for a socket starts detection again on the plaintext stream.
+//!
+//! What the table decides about a socket goes back to the kernel as a [`verdict`]: the capture
+//! size its protocol needs, or that an ignored or opaque connection's bytes are not wanted at all.
 
 pub mod resolve;
+mod verdict;
 
 use std::{
     collections::HashMap,
@@ -27,6 +31,7 @@ use agent_common::{
     ConnEvent,
 };
 
+use self::verdict::{Verdicts, SKIP_SOCKET};
 use crate::{
     config::Selection,
     enrich::process::{ProcessCache, ProcessInfo},
@@ -141,18 +146,6 @@ struct Conn {
     last_seen: Instant,
 }
 
-impl Conn {
-    fn raised_capture(&self) -> bool {
-        matches!(
-            self.state,
-            State::Tracked {
-                raised_capture: true,
-                ..
-            }
-        )
-    }
-}
-
 /// `sk` → connection state. See the module docs.
 #[derive(Debug)]
 pub struct ConnTable {
@@ -176,7 +169,7 @@ pub struct ConnTable {
     completed: Vec<Completed>,
     /// Per-socket capture sizes for the kernel: `(sk, Some(bytes))` to raise, `(sk, None)` to
     /// forget.
-    capture_requests: Vec<(u64, Option<u32>)>,
+    verdicts: Verdicts,
 }
 
 impl ConnTable {
@@ -195,15 +188,16 @@ impl ConnTable {
             idle_timeout,
             stats: ConnStats::default(),
             completed: Vec::new(),
-            capture_requests: Vec::new(),
+            verdicts: Verdicts::default(),
         }
     }
 
-    /// Per-socket capture sizes to apply to the kernel (map `SOCK_CAPTURE`), oldest first:
-    /// `(sk, Some(bytes))` when a protocol that needs more than the global capture size claimed
-    /// the socket ([`proto::Spec::capture_bytes`]), `(sk, None)` when that connection ended.
+    /// Per-socket verdicts to apply to the kernel (map `SOCK_CAPTURE`, see [`verdict`]), oldest
+    /// first: `(sk, Some(bytes))` when a protocol that needs more than the global capture size
+    /// claimed the socket ([`proto::Spec::capture_bytes`]), `(sk, Some(SKIP_SOCKET))` when the
+    /// connection is ignored or opaque, `(sk, None)` when that connection ended.
     pub fn take_capture_requests(&mut self) -> std::vec::Drain<'_, (u64, Option<u32>)> {
-        self.capture_requests.drain(..)
+        self.verdicts.take()
     }
 
     /// Number of connections currently tracked or ignored.
@@ -266,9 +260,7 @@ impl ConnTable {
     }
 
     fn finish(&mut self, sk: u64, conn: Conn, ts_ns: u64, out: &mut Vec<Observed>) {
-        if conn.raised_capture() {
-            self.capture_requests.push((sk, None));
-        }
+        self.verdicts.forget(sk);
         if let State::Tracked {
             info,
             process,
@@ -309,6 +301,10 @@ impl ConnTable {
         }
         if !self.conns.contains_key(&h.sk) {
             let state = self.new_state(rec, now);
+            if matches!(state, State::Ignored) {
+                // Its bytes are not wanted: the kernel stops sending them.
+                self.verdicts.set(h.sk, SKIP_SOCKET);
+            }
             self.conns.insert(
                 h.sk,
                 Conn {
@@ -380,6 +376,7 @@ impl ConnTable {
                         // Kept (not forgotten): TLS plaintext may still arrive for this socket.
                         self.stats.add("conn_opaque", 1);
                         *proto = Proto::Opaque;
+                        self.verdicts.set(h.sk, SKIP_SOCKET);
                     }
                     return;
                 };
@@ -392,7 +389,7 @@ impl ConnTable {
                 let handoff = handoff.take().map(|h| *h);
                 *proto = start_parser(
                     &mut self.stats,
-                    &mut self.capture_requests,
+                    &mut self.verdicts,
                     (h.sk, info.role),
                     spec,
                     start,
@@ -421,6 +418,7 @@ impl ConnTable {
                     // Kept (not forgotten): TLS plaintext may still arrive for this socket.
                     self.stats.add("conn_opaque", 1);
                     *proto = Proto::Opaque;
+                    self.verdicts.set(h.sk, SKIP_SOCKET);
                     return;
                 }
                 Flow::Switched { rest_at } => rest_at,
@@ -432,7 +430,7 @@ impl ConnTable {
                 // in both directions, so from its beginning.
                 Some(spec) => start_parser(
                     &mut self.stats,
-                    &mut self.capture_requests,
+                    &mut self.verdicts,
                     (h.sk, info.role),
                     spec,
                     Start::Beginning,
@@ -510,11 +508,11 @@ impl ConnTable {
     pub fn gc(&mut self, now: Instant) {
         let idle = self.idle_timeout;
         let before = self.conns.len();
-        let requests = &mut self.capture_requests;
+        let verdicts = &mut self.verdicts;
         self.conns.retain(|sk, c| {
             let keep = now.duration_since(c.last_seen) < idle;
-            if !keep && c.raised_capture() {
-                requests.push((*sk, None));
+            if !keep {
+                verdicts.forget(*sk);
             }
             keep
         });
@@ -540,7 +538,7 @@ impl ConnTable {
 /// per connection.
 fn start_parser(
     stats: &mut ConnStats,
-    capture_requests: &mut Vec<(u64, Option<u32>)>,
+    verdicts: &mut Verdicts,
     (sk, role): (u64, Role),
     spec: &'static proto::Spec,
     start: Start,
@@ -549,7 +547,7 @@ fn start_parser(
 ) -> Proto {
     stats.add(spec.protocol.detected_event(), 1);
     if let (Some(bytes), false) = (spec.capture_bytes, *raised_capture) {
-        capture_requests.push((sk, Some(bytes)));
+        verdicts.set(sk, bytes);
         *raised_capture = true;
     }
     let mut parser = (spec.new)(role, start);
@@ -755,6 +753,9 @@ mod tests {
             }
         }
         assert_eq!(t.stats().counters.get("conn_opaque"), Some(&1));
+        // The kernel is told to stop sending the opaque socket's bytes (not its TLS plaintext).
+        let verdicts: Vec<_> = t.take_capture_requests().collect();
+        assert_eq!(verdicts, [(SK, Some(SKIP_SOCKET))]);
         // Then the plaintext from SSL_read/SSL_write (its own stream offsets, from 0).
         t.on_data(&tls(Direction::Ingress, 0, 100, REQ), now, &mut out);
         // Ciphertext still arriving for the socket is ignored, not parsed.

@@ -119,6 +119,17 @@ pub fn register(meter: &Meter, snapshots: watch::Receiver<Snapshot>, export: Arc
         }))
         .build();
     meter
+        .u64_observable_counter("sonde.kernel.skipped")
+        .with_description(
+            "Socket syscalls the eBPF programs did not send because the agent ignores the \
+             connection (filtered, or no protocol claimed it).",
+        )
+        .with_callback(kernel("reason", |s| match s {
+            Stat::SkippedSocket => Some("skipped_socket"),
+            _ => None,
+        }))
+        .build();
+    meter
         .u64_observable_counter("sonde.kernel.bytes")
         .with_unit("By")
         .with_description("Payload bytes copied, and bytes accounted by length only.")
