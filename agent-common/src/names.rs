@@ -39,3 +39,5 @@ pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";
 /// 5.15+), so a syscall in progress at attach time is recovered from the task's saved registers;
 /// 0 leaves that code unreachable, which older verifiers then never see.
 pub const GLOBAL_RECOVER_IN_PROGRESS: &str = "RECOVER_IN_PROGRESS";
+/// Global (`u32`): 1 makes every program return at once (`sonde --floor`, for `cargo xtask bench`).
+pub const GLOBAL_FLOOR: &str = "FLOOR";

@@ -16,12 +16,15 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePoi
 
 use crate::{
     helpers::{count, current_ids},
-    maps::{self_tgid, tp_layout, wakeup_flags, EVENTS, SELF_SOCKS, SOCK_CAPTURE, SOCK_SEQ},
+    maps::{floor, self_tgid, tp_layout, wakeup_flags, EVENTS, SELF_SOCKS, SOCK_CAPTURE, SOCK_SEQ},
 };
 
 /// `sock:inet_sock_set_state`.
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    if floor() {
+        return 0;
+    }
     let l = tp_layout();
     // SAFETY: offsets come from this kernel's tracefs format file.
     let (protocol, family, oldstate, newstate) = unsafe {

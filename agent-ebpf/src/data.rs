@@ -29,7 +29,7 @@ use aya_ebpf::{
 use crate::{
     emit,
     helpers::{count, current_ids},
-    maps::{recover_in_progress, self_tgid, tp_layout, Inflight, INFLIGHT},
+    maps::{floor, recover_in_progress, self_tgid, tp_layout, Inflight, INFLIGHT},
     socket::current_syscall,
     tls,
 };
@@ -74,6 +74,9 @@ fn arg(ctx: &TracePointContext, i: usize) -> u64 {
 /// Saves the arguments of a syscall at entry. `buf_is_msghdr`: `arg1` is a `struct user_msghdr *`.
 #[inline(always)]
 fn enter(ctx: &TracePointContext, source: DataSource, iov_arg: Option<usize>, buf_is_msghdr: bool) {
+    if floor() {
+        return;
+    }
     let (pid_tgid, tgid, _) = current_ids();
     if tgid == self_tgid() {
         return;
@@ -179,6 +182,9 @@ pub(crate) fn len_record(ctx: &TracePointContext, dir: Direction) -> Option<LenR
 /// Marks the in-flight syscall of this thread as being on TCP socket `sk`.
 #[inline(always)]
 fn mark_socket(ctx: &TracePointContext, dir: Direction) {
+    if floor() {
+        return;
+    }
     let (pid_tgid, tgid, _) = current_ids();
     if let Some(r) = len_record(ctx, dir) {
         on_socket(pid_tgid, tgid, r.sk, dir, true);
@@ -264,6 +270,9 @@ fn recover_late(
 /// Emits the record for a finished syscall.
 #[inline(always)]
 fn exit(ctx: &TracePointContext, source: DataSource, iov_arg: Option<usize>, buf_is_msghdr: bool) {
+    if floor() {
+        return;
+    }
     let (pid_tgid, tgid, tid) = current_ids();
     let Some(entry) = INFLIGHT.get_ptr(&pid_tgid) else {
         return;

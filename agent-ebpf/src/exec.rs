@@ -12,12 +12,15 @@ use aya_ebpf::{
 
 use crate::{
     helpers::{count, current_ids},
-    maps::EVENTS,
+    maps::{floor, EVENTS},
 };
 
 /// `sched:sched_process_exec`.
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    if floor() {
+        return 0;
+    }
     let (_, tgid, _) = current_ids();
     let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) else {
         count(PROGRAM_SCHED_PROCESS_EXEC, Stat::RingbufFull, 1);

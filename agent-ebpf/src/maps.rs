@@ -161,6 +161,11 @@ static CAPTURE_BYTES: u32 = DEFAULT_CAPTURE_BYTES as u32;
 #[unsafe(no_mangle)]
 static RECOVER_IN_PROGRESS: u32 = 0;
 
+/// 1: every program returns at once, so a benchmark measures what the attach points alone cost
+/// (`sonde --floor`; set by userspace).
+#[unsafe(no_mangle)]
+static FLOOR: u32 = 0;
+
 /// Field offsets of the `sock:*` tracepoints (set by userspace from tracefs `format` files).
 #[unsafe(no_mangle)]
 static TP_LAYOUT: TracepointLayout = TracepointLayout {
@@ -215,6 +220,14 @@ pub(crate) fn wakeup_flags() -> u64 {
 pub(crate) fn recover_in_progress() -> bool {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&RECOVER_IN_PROGRESS) != 0 }
+}
+
+/// Whether every program is to return at once (`sonde --floor`). A frozen read-only global: the
+/// verifier knows its value and drops the branch not taken, so it costs nothing otherwise.
+#[inline(always)]
+pub(crate) fn floor() -> bool {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&FLOOR) != 0 }
 }
 
 /// Tracepoint field offsets.

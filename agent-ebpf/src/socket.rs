@@ -29,7 +29,7 @@ use crate::{
     data::{len_record, LenRecord, MsgHdr},
     emit,
     helpers::{count, current_ids},
-    maps::self_tgid,
+    maps::{floor, self_tgid},
     tls,
 };
 
@@ -105,6 +105,9 @@ fn source_of(nr: u64) -> Option<(DataSource, bool, bool)> {
 /// Captures the bytes of the socket call that fired `sock_{send,recv}_length`.
 #[inline(always)]
 fn capture(ctx: &TracePointContext, dir: Direction) {
+    if floor() {
+        return;
+    }
     let (pid_tgid, tgid, tid) = current_ids();
     if tgid == self_tgid() {
         return;

@@ -22,11 +22,11 @@ use aya_ebpf::{
     programs::{FEntryContext, ProbeContext},
 };
 
-use crate::{data::on_socket, helpers::current_ids};
+use crate::{data::on_socket, helpers::current_ids, maps::floor};
 
 #[inline(always)]
 fn mark(sk: u64, dir: Direction, at_end: bool) -> u32 {
-    if sk != 0 {
+    if sk != 0 && !floor() {
         let (pid_tgid, tgid, _) = current_ids();
         on_socket(pid_tgid, tgid, sk, dir, at_end);
     }

@@ -28,12 +28,16 @@ use crate::{
     emit,
     helpers::{count, current_ids},
     maps::{
-        self_tgid, SslKey, SslSock, TlsCall, LAST_SOCK, SK_SSL, SSL_SOCK, TLS_INFLIGHT, TLS_SOCKS,
+        floor, self_tgid, SslKey, SslSock, TlsCall, LAST_SOCK, SK_SSL, SSL_SOCK, TLS_INFLIGHT,
+        TLS_SOCKS,
     },
 };
 
 #[inline(always)]
 fn enter(ctx: &ProbeContext, write: bool, ex: bool) {
+    if floor() {
+        return;
+    }
     let (pid_tgid, tgid, _) = current_ids();
     if tgid == self_tgid() {
         return;
@@ -82,6 +86,9 @@ pub fn ssl_write_ex_enter(ctx: ProbeContext) -> u32 {
 /// Attached at every `ret` of the four functions above: reports the plaintext moved.
 #[uprobe]
 pub fn ssl_return(ctx: ProbeContext) -> u32 {
+    if floor() {
+        return 0;
+    }
     let (pid_tgid, tgid, tid) = current_ids();
     let Some(call) = TLS_INFLIGHT.get_ptr(&pid_tgid) else {
         return 0;

@@ -145,6 +145,11 @@ pub struct Cli {
     /// eBPF object to load instead of the one built into the binary (development).
     #[arg(long, value_name = "PATH", hide = true)]
     pub ebpf_object: Option<PathBuf>,
+
+    /// Every eBPF program returns at once: nothing is captured, and a benchmark measures what the
+    /// attach points alone cost the application (`cargo xtask bench`'s floor runs).
+    #[arg(long, hide = true)]
+    pub floor: bool,
 }
 
 /// `--capture`: `auto` or one forced [`CaptureMode`](crate::probe::capture::CaptureMode).
@@ -266,6 +271,8 @@ pub struct Config {
     pub span_queue: usize,
     /// Alternative eBPF object.
     pub ebpf_object: Option<PathBuf>,
+    /// `--floor`: the programs return at once.
+    pub floor: bool,
 }
 
 /// A configuration value that cannot be used.
@@ -365,6 +372,7 @@ impl Config {
             span_queue: span_queue_from_env()?,
             routes: crate::route::Patterns::parse(&cli.routes)?,
             ebpf_object: cli.ebpf_object.clone(),
+            floor: cli.floor,
         })
     }
 }

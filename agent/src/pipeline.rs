@@ -84,6 +84,7 @@ pub fn load_params(config: &Config) -> LoadParams {
         object: config.ebpf_object.clone(),
         tls: config.tls,
         capture: config.capture,
+        floor: config.floor,
     }
 }
 

@@ -116,12 +116,15 @@ const SCENARIOS: [Scenario; 6] = [
 /// server, 10 × 10). For each repeat and scenario, one run without the agent, then one with it.
 /// Reports throughput, p50/p99 latency (not for h2load), agent CPU per request, kernel probe time
 /// per request, agent RSS peak, events lost and spans per request, as min/median/max over the
-/// repeats against the targets.
+/// repeats against the targets. A third run per repeat and scenario starts the agent with
+/// `--floor` (its programs attached, returning at once): the kernel probe time of that run is
+/// the floor the agent's own is compared with.
 ///
 /// Writes `target/bench/bench-<date>.json` and prints the markdown report; `--write-markdown`
 /// also writes `BENCHMARKS.md`. Logs of every process are kept in `target/bench/<date>/`.
 /// Needs root (the agent loads eBPF programs). Installs nginx, wrk, hey, nghttp2-client and
-/// bpftool with apt and rotel (and grpcio for `grpc-unary`) with pip when missing. Numbers mean
+/// bpftool with apt, rotel (and grpcio for `grpc-unary`) with pip, and builds oha (the
+/// fixed-rate load generator, µs latencies) with cargo when missing. Numbers mean
 /// something only on an otherwise idle machine.
 ///
 /// Examples: `cargo xtask bench`, `cargo xtask bench --duration 2 --repeats 1 --scenario 1k`,
@@ -153,6 +156,43 @@ pub(crate) struct Options {
     sonde_bin: Option<PathBuf>,
 }
 
+/// The oha release the bench installs when `oha` is not on PATH.
+const OHA_VERSION: &str = "1.16.0";
+
+/// Puts oha, the constant-rate load generator with µs latencies (and correction for coordinated
+/// omission), on this process's PATH: the one already there, or [`OHA_VERSION`] built with the
+/// pinned toolchain into `~/.cache/sonde/oha-<version>` (a few minutes, once).
+fn ensure_oha(toolchain: &crate::toolchain::Toolchain) -> Result<()> {
+    let runs = |cmd: &mut Command| cmd.output().is_ok_and(|o| o.status.success());
+    if runs(Command::new("oha").arg("--version")) {
+        return Ok(());
+    }
+    let root = crate::toolchain::cache_dir()?.join(format!("oha-{OHA_VERSION}"));
+    let bin = root.join("bin");
+    if !runs(Command::new(bin.join("oha")).arg("--version")) {
+        println!("xtask: building oha {OHA_VERSION} (the fixed-rate load generator; a few minutes, once)");
+        exec::run(
+            toolchain
+                .cargo()
+                .args([
+                    "install",
+                    "oha",
+                    "--version",
+                    OHA_VERSION,
+                    "--locked",
+                    "--root",
+                ])
+                .arg(&root),
+        )?;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(bin).chain(std::env::split_paths(&path));
+    let joined = std::env::join_paths(dirs).context("PATH with oha's directory")?;
+    // Single-threaded here: nothing else reads the environment while it changes.
+    std::env::set_var("PATH", joined);
+    Ok(())
+}
+
 pub(crate) fn bench(opts: &Options) -> Result<()> {
     if !apt::is_root() {
         bail!("`cargo xtask bench` needs root: the agent loads eBPF programs (try `sudo -E cargo xtask bench`)");
@@ -181,6 +221,9 @@ pub(crate) fn bench(opts: &Options) -> Result<()> {
         }
         None => build::build_sonde(&toolchain, true)?,
     };
+    if opts.rate_tool != RateTool::Hey && opts.rate_tool != RateTool::Wrk {
+        ensure_oha(&toolchain)?;
+    }
     let generators = Generators::detect(opts.rate_tool)?;
     if with_grpc {
         grpc::ensure_grpcio()?;
@@ -204,9 +247,9 @@ pub(crate) fn bench(opts: &Options) -> Result<()> {
         duration_secs: opts.duration,
         repeats: opts.repeats,
     };
-    let total = scenarios.len() * opts.repeats as usize * 2;
+    let total = scenarios.len() * opts.repeats as usize * 3;
     println!(
-        "xtask: {total} runs of {} s ({} scenario(s) × {} repeat(s) × without/with agent); logs in {}",
+        "xtask: {total} runs of {} s ({} scenario(s) × {} repeat(s) × without agent, with it, with the floor agent); logs in {}",
         opts.duration,
         scenarios.len(),
         opts.repeats,
@@ -235,17 +278,24 @@ pub(crate) fn bench(opts: &Options) -> Result<()> {
     let mut runs = Vec::with_capacity(total);
     for repeat in 1..=opts.repeats {
         for &scenario in &scenarios {
-            for with_agent in [false, true] {
+            // Without the agent, with it, and with it in `--floor` mode (its programs attached
+            // and returning at once: the cost of the attach points alone).
+            for (with_agent, floor) in [(false, false), (true, false), (true, true)] {
                 let n = runs.len() + 1;
                 let (port, target) = servers.endpoint(scenario.server)?;
+                let side = match (with_agent, floor) {
+                    (false, _) => "without",
+                    (true, false) => "with",
+                    (true, true) => "floor",
+                };
                 println!(
-                    "\n==== xtask bench [{n}/{total}] repeat {repeat} {} {} agent ====",
+                    "\n==== xtask bench [{n}/{total}] repeat {repeat} {} {side} agent ====",
                     scenario.name,
-                    if with_agent { "with" } else { "without" }
                 );
                 let run = if with_agent {
-                    let log = run_dir.join(format!("sonde-{repeat}-{}.log", scenario.name));
-                    let mut agent = Agent::start(&sonde, port, &rotel.grpc_endpoint(), &log)?;
+                    let log = run_dir.join(format!("sonde-{repeat}-{}-{side}.log", scenario.name));
+                    let mut agent =
+                        Agent::start(&sonde, port, &rotel.grpc_endpoint(), &log, floor)?;
                     let (load, stats) = agent.measure(|| {
                         generators.run(scenario.load, &target, opts.duration, &run_dir)
                     })?;
@@ -255,6 +305,7 @@ pub(crate) fn bench(opts: &Options) -> Result<()> {
                         scenario,
                         load,
                         agent: Some(stats),
+                        floor,
                     }
                 } else {
                     let load = generators.run(scenario.load, &target, opts.duration, &run_dir)?;
@@ -263,6 +314,7 @@ pub(crate) fn bench(opts: &Options) -> Result<()> {
                         scenario,
                         load,
                         agent: None,
+                        floor: false,
                     }
                 };
                 print_run(&run);

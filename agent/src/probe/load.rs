@@ -237,6 +237,8 @@ pub struct LoadParams {
     pub tls: bool,
     /// The forced capture mode, or `None` to try them all, best first.
     pub capture: Option<CaptureMode>,
+    /// Every program returns at once (`--floor`).
+    pub floor: bool,
 }
 
 /// Loads (does not attach) the TLS uprobe programs; `false`, with the reason logged, when this
@@ -329,6 +331,9 @@ pub(super) fn open(params: &LoadParams) -> Result<Opened, LoadError> {
     let tracefs = tracefs::ensure_mounted()?;
     let (layout, tracepoints) = tracefs::tracepoint_layout(&tracefs)?;
     raise_memlock_rlimit();
+    if params.floor {
+        tracing::warn!("--floor: every eBPF program returns at once; nothing is captured");
+    }
     let recover_in_progress = probe_recover_in_progress();
     let recover = u32::from(recover_in_progress.is_ok());
 
@@ -342,6 +347,7 @@ pub(super) fn open(params: &LoadParams) -> Result<Opened, LoadError> {
         .override_global(names::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
         .override_global(names::GLOBAL_TP_LAYOUT, &layout, true)
         .override_global(names::GLOBAL_RECOVER_IN_PROGRESS, &recover, true)
+        .override_global(names::GLOBAL_FLOOR, &u32::from(params.floor), true)
         .map_max_entries(names::MAP_EVENTS, params.ring_buffer_bytes)
         .map_max_entries(names::MAP_SCRATCH, cpus)
         .load(object)

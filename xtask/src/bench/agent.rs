@@ -41,8 +41,10 @@ pub(super) struct Agent {
     child: Child,
     tgid: u32,
     prometheus_port: u16,
-    /// `tracepoint`, `kprobe` or `fentry` (from its `capture mode:` log line).
+    /// `socket`, `fentry`, `kprobe` or `tracepoint` (from its `capture mode:` log line).
     pub(super) capture_mode: String,
+    /// Started with `--floor`.
+    floor: bool,
 }
 
 /// What the agent cost during one load window, and what it saw.
@@ -94,9 +96,19 @@ impl AgentRun {
 
 impl Agent {
     /// Starts `bin` and waits for `capture ready`. `log` receives its stderr.
-    pub(super) fn start(bin: &Path, port: u16, otlp_endpoint: &str, log: &Path) -> Result<Self> {
+    /// `floor`: with `--floor` (every program returns at once; nothing is captured).
+    pub(super) fn start(
+        bin: &Path,
+        port: u16,
+        otlp_endpoint: &str,
+        log: &Path,
+        floor: bool,
+    ) -> Result<Self> {
         let prometheus_port = free_port()?;
         let mut cmd = Command::new(bin);
+        if floor {
+            cmd.arg("--floor");
+        }
         cmd.args(["--port", &port.to_string()])
             .args([
                 "--prometheus-listen",
@@ -119,6 +131,7 @@ impl Agent {
             child,
             prometheus_port,
             capture_mode,
+            floor,
         })
     }
 
@@ -136,7 +149,12 @@ impl Agent {
         drop(stats);
         self.child.check_running()?;
         let load_end = Instant::now();
-        let (metrics_after, settled) = self.settle(metrics_before.recorded())?;
+        // A floor agent records nothing: there is no backlog to wait for.
+        let (metrics_after, settled) = if self.floor {
+            (self.metrics()?, true)
+        } else {
+            self.settle(metrics_before.recorded())?
+        };
         let settle_seconds = load_end.elapsed().as_secs_f64();
         let cpu_after = self.cpu()?;
 

@@ -28,6 +28,19 @@ pub(super) struct Run {
     pub(super) load: LoadResult,
     /// `None` for the runs without the agent.
     pub(super) agent: Option<AgentRun>,
+    /// The agent ran with `--floor`: its programs attached but returning at once.
+    pub(super) floor: bool,
+}
+
+impl Run {
+    /// `without`, `with` or `floor` (as in "repeat 2 with agent").
+    pub(super) fn side(&self) -> &'static str {
+        match (&self.agent, self.floor) {
+            (None, _) => "without",
+            (Some(_), false) => "with",
+            (Some(_), true) => "floor",
+        }
+    }
 }
 
 /// Settings of the benchmark, echoed into both outputs.
@@ -78,7 +91,7 @@ pub(super) fn to_json(machine: &Machine, config: &Config, runs: &[Run]) -> Value
         "config": {
             "duration_secs": config.duration_secs,
             "repeats": config.repeats,
-            "order": "per repeat, per scenario: without agent, then with agent",
+            "order": "per repeat, per scenario: without agent, with agent, with the floor agent (`sonde --floor`)",
         },
         "runs": runs.iter().map(run_json).collect::<Vec<_>>(),
         "summary": scenarios,
@@ -115,6 +128,7 @@ fn run_json(run: &Run) -> Value {
         "repeat": run.repeat,
         "scenario": run.scenario.name,
         "with_agent": run.agent.is_some(),
+        "floor": run.floor,
         "load": {
             "tool": l.tool.name(),
             "command": l.command,
@@ -150,6 +164,7 @@ pub(super) fn markdown(
     let capture: Vec<String> = {
         let mut modes: Vec<String> = runs
             .iter()
+            .filter(|r| !r.floor)
             .filter_map(|r| Some(r.agent.as_ref()?.capture_mode.clone()))
             .collect();
         modes.dedup();
@@ -288,7 +303,7 @@ pub(super) fn markdown(
     let _ = writeln!(md, "## Notes\n");
     let _ = writeln!(md, "- Throughput and latency are the load generator's. wrk and oha report latency in µs, hey in steps of 100 µs: too coarse for the 10 µs goal, so the added p50 is `unresolved` unless it exceeds the goal by more than a step. h2load (h2c, gRPC) prints no percentiles, and its per-request log would add a `write` per request, so those scenarios have no latency rows.");
     let _ = writeln!(md, "- Agent CPU: the agent's process CPU clock (all threads, user + system) from just before the load until its span count stopped growing (it had processed the load), divided by the requests sent. The export of the last partial batch, sent later on the SDK's 5 s timer, is not included. The user/system split comes from `/proc/<tgid>/stat` (10 ms ticks).");
-    let _ = writeln!(md, "- Kernel probe time: the `run_time_ns` and `run_cnt` of every BPF program the agent holds (its `/proc/<tgid>/fdinfo`), over the load window, with `BPF_ENABLE_STATS` on during the runs with the agent (as `kernel.bpf_stats_enabled=1`; the statistics themselves add about two clock reads per program run). The tracepoints fire for every process on the host, so background syscalls are counted too.");
+    let _ = writeln!(md, "- Kernel probe time: the `run_time_ns` and `run_cnt` of every BPF program the agent holds (its `/proc/<tgid>/fdinfo`), over the load window, with `BPF_ENABLE_STATS` on during the runs with the agent (as `kernel.bpf_stats_enabled=1`; the statistics themselves add about two clock reads per program run). The floor runs start the agent with `--floor`: the same programs attached at the same hooks, each returning at once, so their probe time is the physical cost of the attach points; `kernel probe time / floor` divides the two.");
     let _ = writeln!(md, "- Spans per request: both sides are plaintext, so each request or gRPC call should give 2 spans (SERVER in nginx or the gRPC server, CLIENT in the load generator). Requests cut off at the end of a run are seen by the agent but not counted by the load generator (h2load: up to connections × streams of them).");
     let _ = writeln!(md, "- {} cores: the load generator, the server and the agent compete for them, so at saturation any CPU the agent takes is throughput lost.", machine.cores);
     md
@@ -317,11 +332,7 @@ fn loads_described(runs: &[Run]) -> String {
 fn scenario_notes(scenario: &Scenario, runs: &[&Run]) -> Vec<String> {
     let mut notes = Vec::new();
     for run in runs {
-        let side = if run.agent.is_some() {
-            "with"
-        } else {
-            "without"
-        };
+        let side = run.side();
         if let Some(target) = scenario.load.target_rps() {
             if run.load.rps() < 0.95 * f64::from(target) {
                 notes.push(format!(
@@ -337,7 +348,7 @@ fn scenario_notes(scenario: &Scenario, runs: &[&Run]) -> Vec<String> {
                 run.repeat, run.load.errors
             ));
         }
-        if let Some(a) = &run.agent {
+        if let (Some(a), false) = (&run.agent, run.floor) {
             if !a.settled {
                 notes.push(format!(
                     "repeat {}: the agent's span count was still moving {:.0} s after the load",

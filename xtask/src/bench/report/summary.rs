@@ -34,16 +34,25 @@ impl Spread {
     }
 }
 
-/// The runs without and with the agent of one scenario in one repeat.
+/// The runs without and with the agent of one scenario in one repeat, and the floor run's.
 pub(super) struct Pair<'a> {
     without: &'a Run,
     with: &'a Run,
     agent: &'a AgentRun,
+    /// The run with `sonde --floor`, when there was one.
+    floor: Option<(&'a Run, &'a AgentRun)>,
 }
 
 impl Pair<'_> {
     fn per_request(&self, value: u64) -> f64 {
         value as f64 / self.with.load.requests.max(1) as f64
+    }
+
+    /// Kernel probe time per request of the floor run, µs (NaN without one).
+    fn floor_probe_us(&self) -> f64 {
+        self.floor.map_or(f64::NAN, |(run, agent)| {
+            agent.probe_run_time_ns as f64 / run.load.requests.max(1) as f64 / 1e3
+        })
     }
 }
 
@@ -163,6 +172,31 @@ pub(super) const METRICS: &[Metric] = &[
         value: |p| p.per_request(p.agent.probe_run_cnt),
     },
     Metric {
+        key: "floor_probe_us_per_request",
+        label: "kernel probe time per request, floor (programs return at once)",
+        unit: "µs",
+        digits: 3,
+        value: |p| p.floor_probe_us(),
+    },
+    Metric {
+        key: "kernel_probe_vs_floor",
+        label: "kernel probe time / floor",
+        unit: "×",
+        digits: 2,
+        value: |p| p.per_request(p.agent.probe_run_time_ns) / 1e3 / p.floor_probe_us(),
+    },
+    Metric {
+        key: "floor_throughput_ratio",
+        label: "throughput with the floor agent / without",
+        unit: "",
+        digits: 3,
+        value: |p| {
+            p.floor.map_or(f64::NAN, |(run, _)| {
+                run.load.rps() / p.without.load.rps().max(1e-9)
+            })
+        },
+    },
+    Metric {
         key: "kernel_probe_ns_per_run",
         label: "kernel time per probe run",
         unit: "ns",
@@ -276,6 +310,14 @@ pub(super) const TARGETS: &[Target] = &[
         latency_goal_us: None,
     },
     Target {
+        label: "kernel probe time / floor",
+        metric: "kernel_probe_vs_floor",
+        scenarios: &["10k", "saturation"],
+        goal: "≤ 2×",
+        met: |v| v <= 2.0,
+        latency_goal_us: None,
+    },
+    Target {
         label: "throughput with / without agent",
         metric: "throughput_ratio",
         scenarios: &["saturation"],
@@ -369,16 +411,23 @@ impl<'a> Summary<'a> {
             let pairs: Vec<Pair<'_>> = summary
                 .runs
                 .iter()
+                .filter(|with| !with.floor)
                 .filter_map(|with| {
                     let agent = with.agent.as_ref()?;
                     let without = summary
                         .runs
                         .iter()
                         .find(|r| r.repeat == with.repeat && r.agent.is_none())?;
+                    let floor = summary
+                        .runs
+                        .iter()
+                        .find(|r| r.repeat == with.repeat && r.floor)
+                        .and_then(|r| Some((*r, r.agent.as_ref()?)));
                     Some(Pair {
                         without,
                         with,
                         agent,
+                        floor,
                     })
                 })
                 .collect();
