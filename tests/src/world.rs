@@ -9,9 +9,10 @@ use std::{
 
 use crate::{
     agent::{Agent, Export},
+    expect::{HttpSpan, Service},
     otlp::{OtlpSink, Rotel},
-    peers::{self, Server},
-    span::{describe, Span},
+    peers::{self, ClientRun, Server},
+    span::{describe, Span, CLIENT, SERVER},
     TempDir,
 };
 
@@ -137,6 +138,36 @@ impl World {
             std::thread::sleep(GATEWAY_SETTLE);
         }
         self.sink.spans_where(|s| s.is_for_port(port))
+    }
+
+    /// Asserts, for each transfer of `run` (curl fetching `paths` from this world's Python
+    /// `http.server`, in order), its SERVER span and its CLIENT span among `spans`, with every
+    /// attribute of the contract.
+    pub fn assert_curl_to_python(&self, spans: &[Span], run: &ClientRun, paths: &[&str]) {
+        assert_eq!(
+            run.transfers.len(),
+            paths.len(),
+            "harness: curl made {} transfers for {} paths",
+            run.transfers.len(),
+            paths.len()
+        );
+        for (t, path) in run.transfers.iter().zip(paths) {
+            HttpSpan::server("GET", path, t.status, self.port())
+                .service(Service::Prefix("python3"))
+                .pid(self.server.pid())
+                .client_port(t.local_port)
+                .user_agent_prefix("curl/")
+                .response_body_size(t.body_bytes)
+                .max_duration(run.wall)
+                .assert(one(spans, SERVER, path));
+            HttpSpan::client("GET", path, t.status, self.port())
+                .service(Service::Exact("curl"))
+                .pid(run.pid)
+                .user_agent_prefix("curl/")
+                .response_body_size(t.body_bytes)
+                .max_duration(run.wall)
+                .assert(one(spans, CLIENT, path));
+        }
     }
 
     /// Asserts exactly `servers` SERVER and `clients` CLIENT spans among `spans` (and nothing else),

@@ -11,14 +11,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use agent_tests::{
-    expect::{HttpSpan, Service},
-    peers::curl,
-    require_root,
-    span::{CLIENT, SERVER},
-    world::one,
-    World,
-};
+use agent_tests::{peers::curl, require_root, World};
 
 /// 1-byte `dd` transfers: each byte is one `read` and one `write` syscall.
 const BYTES: u32 = 20_000;
@@ -128,19 +121,5 @@ fn file_and_pipe_io_run_no_program_in_socket_mode() {
     let run = curl(&paths.map(|p| w.server.url(p)), &[]);
     let spans = w.finish(4);
     w.assert_counts(&spans, 2, 2);
-    for (t, path) in run.transfers.iter().zip(paths) {
-        HttpSpan::server("GET", path, t.status, w.port())
-            .service(Service::Prefix("python3"))
-            .pid(w.server.pid())
-            .client_port(t.local_port)
-            .user_agent_prefix("curl/")
-            .max_duration(run.wall)
-            .assert(one(&spans, SERVER, path));
-        HttpSpan::client("GET", path, t.status, w.port())
-            .service(Service::Exact("curl"))
-            .pid(run.pid)
-            .user_agent_prefix("curl/")
-            .max_duration(run.wall)
-            .assert(one(&spans, CLIENT, path));
-    }
+    w.assert_curl_to_python(&spans, &run, &paths);
 }

@@ -1,14 +1,7 @@
 //! The agent exports OTLP/gRPC to rotel (a real OpenTelemetry collector), which batches and
 //! forwards to the sink: the spans must survive a third-party OTLP implementation intact.
 
-use agent_tests::{
-    expect::{HttpSpan, Service},
-    peers::curl,
-    require_root,
-    span::{describe, CLIENT, SERVER},
-    world::one,
-    Peer, Via, Watch, World,
-};
+use agent_tests::{peers::curl, require_root, span::describe, Peer, Via, Watch, World};
 
 #[test]
 fn spans_arrive_through_rotel_with_their_attributes() {
@@ -19,24 +12,7 @@ fn spans_arrive_through_rotel_with_their_attributes() {
 
     let spans = w.finish(4);
     w.assert_counts(&spans, 2, 2);
-    for (i, path) in paths.iter().enumerate() {
-        let t = &run.transfers[i];
-        HttpSpan::server("GET", path, t.status, w.port())
-            .service(Service::Prefix("python3"))
-            .pid(w.server.pid())
-            .client_port(t.local_port)
-            .user_agent_prefix("curl/")
-            .response_body_size(t.body_bytes)
-            .max_duration(run.wall)
-            .assert(one(&spans, SERVER, path));
-        HttpSpan::client("GET", path, t.status, w.port())
-            .service(Service::Exact("curl"))
-            .pid(run.pid)
-            .user_agent_prefix("curl/")
-            .response_body_size(t.body_bytes)
-            .max_duration(run.wall)
-            .assert(one(&spans, CLIENT, path));
-    }
+    w.assert_curl_to_python(&spans, &run, &paths);
     // Everything the sink got came from rotel (the agent never knew the sink's address).
     let raw = w.sink.raw();
     assert!(

@@ -4,12 +4,8 @@
 //! traced exactly.
 
 use agent_tests::{
-    expect::{HttpSpan, Service},
     peers::{curl, python_http_server},
-    require_root,
-    span::{CLIENT, SERVER},
-    world::one,
-    World,
+    require_root, World,
 };
 
 /// Requests to the ignored server, on one keep-alive connection, paced so that most of them come
@@ -38,19 +34,7 @@ fn an_ignored_connection_stops_reaching_userspace() {
     let watched = curl(&paths.map(|p| w.server.url(p)), &[]);
     let spans = w.finish(4);
     w.assert_counts(&spans, 2, 2);
-    for (t, path) in watched.transfers.iter().zip(paths) {
-        HttpSpan::server("GET", path, t.status, w.port())
-            .service(Service::Prefix("python3"))
-            .pid(w.server.pid())
-            .client_port(t.local_port)
-            .max_duration(watched.wall)
-            .assert(one(&spans, SERVER, path));
-        HttpSpan::client("GET", path, t.status, w.port())
-            .service(Service::Exact("curl"))
-            .pid(watched.pid)
-            .max_duration(watched.wall)
-            .assert(one(&spans, CLIENT, path));
-    }
+    w.assert_curl_to_python(&spans, &watched, &paths);
 
     let skipped = w.agent.kernel_stat("skipped_socket").unwrap_or_else(|| {
         panic!(

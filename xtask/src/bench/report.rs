@@ -218,7 +218,7 @@ pub(super) fn markdown(
     };
     let _ = writeln!(
         md,
-        "| method | {} repeat(s) × {} s per scenario; in each repeat and scenario one run without the agent, then one with it. nginx: 1 worker, keep-alive, a {} B static file, `access_log off`{}.{grpc_server} Agent: `--port <server>`, OTLP/gRPC to rotel with its blackhole exporter |",
+        "| method | {} repeat(s) × {} s per scenario; in each repeat and scenario one run without the agent, one with it, and one with it in `--floor` mode (its programs attached, returning at once). nginx: 1 worker, keep-alive, a {} B static file, `access_log off`{}.{grpc_server} Agent: `--port <server>`, OTLP/gRPC to rotel with its blackhole exporter |",
         config.repeats,
         config.duration_secs,
         super::nginx::BODY_BYTES,
