@@ -112,7 +112,7 @@ pub struct Cli {
     pub no_tls: bool,
 
     /// How syscalls are tied to their TCP socket. By default each mode is tried, best first
-    /// (fentry, then kprobe, then tracepoint), and the first the kernel accepts is used; the log
+    /// (socket, fentry, kprobe, tracepoint), and the first the kernel accepts is used; the log
     /// says which, and why the better ones were refused. Naming one forces it (startup fails if
     /// the kernel refuses it).
     #[arg(
