@@ -1,14 +1,19 @@
-// HTTPS/1.1 test client on Node's `https` module: one keep-alive connection (an Agent with
-// keepAlive and maxSockets 1), one GET per PATH in order, certificate not verified. Prints one line
-// per request: "<status> <body bytes> <local port>". Sends no User-Agent header.
+// HTTP/1.1 test client on Node's `https` module (or `http` with --plain): one keep-alive
+// connection (an Agent with keepAlive and maxSockets 1), one GET per PATH in order, certificate not
+// verified. Prints one line per request: "<status> <body bytes> <local port>" (body bytes as
+// received, after chunked decoding). Sends no User-Agent header.
 //
-// Usage: node https_client.js [--wait-ms MS] PORT PATH...
+// Usage: node https_client.js [--plain] [--wait-ms MS] PORT PATH...
+//   --plain: plain HTTP (Node's `http` module) instead of HTTPS
 //   --wait-ms: sleep this long after starting, before the first request (time for an agent to find
 //   this new process's OpenSSL, which lives inside the node executable)
 'use strict';
-const https = require('https');
-
 const args = process.argv.slice(2);
+const plain = args[0] === '--plain';
+if (plain) {
+  args.splice(0, 1);
+}
+const client = require(plain ? 'http' : 'https');
 let waitMs = 0;
 if (args[0] === '--wait-ms') {
   waitMs = Number(args[1]);
@@ -16,12 +21,16 @@ if (args[0] === '--wait-ms') {
 }
 const port = Number(args[0]);
 const paths = args.slice(1);
-const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+const agent = new client.Agent({ keepAlive: true, maxSockets: 1 });
 
 function get(path) {
   return new Promise((resolve, reject) => {
-    const req = https.get(
-      { host: '127.0.0.1', port, path, agent, rejectUnauthorized: false },
+    const options = { host: '127.0.0.1', port, path, agent };
+    if (!plain) {
+      options.rejectUnauthorized = false;
+    }
+    const req = client.get(
+      options,
       (res) => {
         const localPort = res.socket.localPort;
         const chunks = [];

@@ -328,6 +328,23 @@ pub fn node_https_server(dir: &TempDir) -> Server {
     }
 }
 
+/// `node peers/http_server.js` (Node `http`, plain HTTP/1.1: `/status/<code>` as
+/// `peers/http_server.py`, and `/chunked/<n>`, n chunks in one corked `writev`) on `127.0.0.1:port`.
+/// Check [`node_unavailable`] first.
+pub fn node_http_server(dir: &TempDir, port: u16) -> Server {
+    let mut cmd = Command::new("node");
+    cmd.arg(peers_dir().join("http_server.js"))
+        .arg(port.to_string());
+    let mut proc = Proc::spawn("http_server_js", dir.path(), &mut cmd);
+    proc.wait_for_port(port, START_TIMEOUT);
+    Server {
+        proc,
+        port,
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        tls: false,
+    }
+}
+
 /// The body `peers/http_server.py` and `peers/https_server.js` send for `GET /status/<code>`.
 pub fn status_body(code: i64) -> Vec<u8> {
     format!("status {code}\n").into_bytes()
@@ -486,9 +503,19 @@ pub fn python_https_client(port: u16, paths: &[&str]) -> ClientRun {
 /// (one connection, certificate not verified), one GET per path, the first `wait` after node
 /// started. Check [`node_unavailable`] first.
 pub fn node_https_client(wait: Duration, port: u16, paths: &[&str]) -> ClientRun {
+    node_client(&["--wait-ms", &wait.as_millis().to_string()], port, paths)
+}
+
+/// `node peers/https_client.js --plain PORT PATH...`: Node's `http.get` on one keep-alive
+/// connection (plain HTTP/1.1, no User-Agent), one GET per path in order.
+pub fn node_http_client(port: u16, paths: &[&str]) -> ClientRun {
+    node_client(&["--plain"], port, paths)
+}
+
+fn node_client(options: &[&str], port: u16, paths: &[&str]) -> ClientRun {
     let mut cmd = Command::new("node");
     cmd.arg(peers_dir().join("https_client.js"))
-        .args(["--wait-ms", &wait.as_millis().to_string()])
+        .args(options)
         .arg(port.to_string())
         .args(paths);
     let (pid, out, wall) = run_to_completion("https_client.js", &mut cmd, CLIENT_TIMEOUT);

@@ -87,7 +87,7 @@ const MATRIX: [Target; 3] = [
 /// and the capture-mode probing (`--check`, `auto`, forced modes). Not `oracle`: under emulation one
 /// nginx event-loop turn can take several ms, which nginx's cached clock (its `$request_time`)
 /// does not see, so its 2 ms duration tolerance is for real hardware.
-const FULL_TESTS: [&str; 8] = [
+const FULL_TESTS: [&str; 9] = [
     "http1_nginx",
     "http1_python",
     "preexisting_connection",
@@ -96,6 +96,7 @@ const FULL_TESTS: [&str; 8] = [
     "capture_modes",
     "file_io",
     "ignored_sockets",
+    "node_http",
 ];
 
 /// The smoke subset: a server and a client (nginx, curl), a connection opened before the agent,
