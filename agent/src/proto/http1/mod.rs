@@ -49,7 +49,8 @@
 //! as `chunked_end_guessed`, when: a later chunk of it is fully captured and ends with the last
 //! chunk (`0 CRLF CRLF`); or a chunk starts with a status line (the next response); or the next
 //! request starts while no other request is pending (a non-pipelining client waits for the whole
-//! response). A response lost by a gap (unknown bytes) is dropped instead.
+//! response); or the connection closes (it ends at its last chunk then). A response lost by a gap
+//! (unknown bytes) is dropped instead.
 //!
 //! # Units
 //! Times are `CLOCK_MONOTONIC` ns from the chunks. An exchange starts at the chunk holding the
@@ -263,6 +264,13 @@ impl Tracker {
             (Mode::Body(Body::UntilClose), Some(done)) => {
                 let end_ns = self.response.last_end_ns;
                 self.emit(out, done.req, done.status, Some(done.body_bytes), end_ns);
+            }
+            // A chunked response whose framing fell in a hole ends with its connection at the
+            // latest: reported, ending at its last chunk, as `chunked_end_guessed`.
+            (Mode::Lost, Some(done)) => {
+                self.stats.chunked_end_guessed += 1;
+                let end_ns = self.response.last_end_ns;
+                self.emit(out, done.req, done.status, None, end_ns);
             }
             (_, Some(_)) => self.stats.truncated_at_close += 1,
             (_, None) => {}

@@ -414,6 +414,31 @@ fn hole_in_chunk_size_line_ends_at_last_chunk() {
 }
 
 #[test]
+fn lost_chunked_response_ends_at_close() {
+    // The connection's last response (Node.js keep-alive before its writev was copied whole): its
+    // terminating chunk fell in a hole, and nothing follows but the close.
+    let mut c = Conn::server();
+    c.req(GET_A);
+    c.resp_hole(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+        9000,
+    );
+    c.resp_hole(b"ab", 3000);
+    assert_eq!(c.summary(), []);
+    c.close();
+    assert_eq!(
+        c.summary().iter().map(|s| s.1.as_str()).collect::<Vec<_>>(),
+        ["/a"]
+    );
+    assert_eq!(c.out[0].end_ns, 220, "ends at its last response chunk");
+    assert_eq!(c.summary()[0].4, UNKNOWN);
+    assert_eq!(
+        c.nonzero_stats(),
+        [("hole_in_chunk_framing", 1), ("chunked_end_guessed", 1)]
+    );
+}
+
+#[test]
 fn lost_chunked_response_ends_when_next_request_starts() {
     let mut c = Conn::client();
     c.req(GET_A);
