@@ -6,6 +6,7 @@
 use std::{
     collections::BTreeSet,
     env,
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
     sync::OnceLock,
@@ -43,7 +44,6 @@ pub fn containment_slack() -> Duration {
     }
 }
 
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 const GO_BUILD_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -277,9 +277,13 @@ pub fn grpc_go_server(dir: &TempDir) -> Server {
     let port = free_port();
     let mut cmd = Command::new(&binary);
     cmd.arg(port.to_string());
-    let mut proc = Proc::spawn("grpc_go_server", dir.path(), &mut cmd);
-    proc.wait_for_port(port, START_TIMEOUT);
-    peers::loopback_plain_server(proc, port)
+    Server::spawn(
+        "grpc_go_server",
+        dir,
+        &mut cmd,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        false,
+    )
 }
 
 /// The agent's `stats:` log lines (logged at shutdown, and periodically with a stats interval).

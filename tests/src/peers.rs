@@ -55,6 +55,25 @@ pub struct Server {
 }
 
 impl Server {
+    /// Spawns `cmd` as child `name` (logs in `dir`) and waits until it listens on `addr`;
+    /// `tls`: it speaks HTTPS.
+    pub fn spawn(
+        name: &str,
+        dir: &TempDir,
+        cmd: &mut Command,
+        addr: SocketAddr,
+        tls: bool,
+    ) -> Self {
+        let mut proc = Proc::spawn(name, dir.path(), cmd);
+        proc.wait_for_addr(addr, START_TIMEOUT);
+        Self {
+            proc,
+            port: addr.port(),
+            ip: addr.ip(),
+            tls,
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -199,14 +218,13 @@ fn python_server(
     if let Some(tls) = tls {
         cmd.arg("--tls").arg(&tls.cert).arg(&tls.key);
     }
-    let mut proc = Proc::spawn("http_server", dir.path(), &mut cmd);
-    proc.wait_for_addr(SocketAddr::new(ip, port), START_TIMEOUT);
-    Server {
-        proc,
-        port,
-        ip,
-        tls: tls.is_some(),
-    }
+    Server::spawn(
+        "http_server",
+        dir,
+        &mut cmd,
+        SocketAddr::new(ip, port),
+        tls.is_some(),
+    )
 }
 
 /// A `[::1]` port that was free a moment ago, or `None` when IPv6 loopback cannot be bound.
@@ -289,14 +307,13 @@ fn nginx_from(dir: &TempDir, template: &str, tls: Option<&TlsFiles>) -> Server {
         .arg(root.join("error.log"))
         .arg("-c")
         .arg(&conf_path);
-    let mut proc = Proc::spawn("nginx", dir.path(), &mut cmd);
-    proc.wait_for_port(port, START_TIMEOUT);
-    Server {
-        proc,
-        port,
-        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        tls: tls.is_some(),
-    }
+    Server::spawn(
+        "nginx",
+        dir,
+        &mut cmd,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        tls.is_some(),
+    )
 }
 
 /// Why `node` cannot run the Node peers (not on `PATH`, or it fails), or `None` when it can.
@@ -308,44 +325,38 @@ pub fn node_unavailable() -> Option<String> {
     }
 }
 
-/// `node peers/https_server.js` (Node `https`, routes as `peers/http_server.py`'s `/status/<code>`)
-/// with [`self_signed_cert`] on `127.0.0.1` and a fresh port. Check [`node_unavailable`] first.
+/// `node peers/http_server.js` over HTTPS (Node `https`, OpenSSL linked into `/usr/bin/node`) with
+/// [`self_signed_cert`] on `127.0.0.1` and a fresh port. Check [`node_unavailable`] first.
 pub fn node_https_server(dir: &TempDir) -> Server {
-    let port = free_port();
     let tls = self_signed_cert(dir);
-    let mut cmd = Command::new("node");
-    cmd.arg(peers_dir().join("https_server.js"))
-        .arg(port.to_string())
-        .arg(&tls.cert)
-        .arg(&tls.key);
-    let mut proc = Proc::spawn("https_server_js", dir.path(), &mut cmd);
-    proc.wait_for_port(port, START_TIMEOUT);
-    Server {
-        proc,
-        port,
-        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        tls: true,
-    }
+    node_server(dir, free_port(), Some(&tls))
 }
 
-/// `node peers/http_server.js` (Node `http`, plain HTTP/1.1: `/status/<code>` as
-/// `peers/http_server.py`, and `/chunked/<n>`, n chunks in one corked `writev`) on `127.0.0.1:port`.
-/// Check [`node_unavailable`] first.
+/// `node peers/http_server.js` (Node `http`, plain HTTP/1.1) on `127.0.0.1:port`. Check
+/// [`node_unavailable`] first.
 pub fn node_http_server(dir: &TempDir, port: u16) -> Server {
+    node_server(dir, port, None)
+}
+
+/// `node peers/http_server.js` on `127.0.0.1:port` (`/status/<code>` as `peers/http_server.py`,
+/// and `/chunked/<n>`: n chunks in one corked `writev`); HTTPS with `tls`.
+fn node_server(dir: &TempDir, port: u16, tls: Option<&TlsFiles>) -> Server {
     let mut cmd = Command::new("node");
     cmd.arg(peers_dir().join("http_server.js"))
         .arg(port.to_string());
-    let mut proc = Proc::spawn("http_server_js", dir.path(), &mut cmd);
-    proc.wait_for_port(port, START_TIMEOUT);
-    Server {
-        proc,
-        port,
-        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        tls: false,
+    if let Some(tls) = tls {
+        cmd.arg(&tls.cert).arg(&tls.key);
     }
+    Server::spawn(
+        "http_server_js",
+        dir,
+        &mut cmd,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        tls.is_some(),
+    )
 }
 
-/// The body `peers/http_server.py` and `peers/https_server.js` send for `GET /status/<code>`.
+/// The body `peers/http_server.py` and `peers/http_server.js` send for `GET /status/<code>`.
 pub fn status_body(code: i64) -> Vec<u8> {
     format!("status {code}\n").into_bytes()
 }
@@ -958,14 +969,13 @@ pub fn grpc_server(dir: &TempDir) -> Server {
     let mut cmd = Command::new(python());
     cmd.arg(peers_dir().join("grpc_peer.py"))
         .args(["serve", &port.to_string()]);
-    let mut proc = Proc::spawn("grpc_server", dir.path(), &mut cmd);
-    proc.wait_for_port(port, START_TIMEOUT);
-    Server {
-        proc,
-        port,
-        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        tls: false,
-    }
+    Server::spawn(
+        "grpc_server",
+        dir,
+        &mut cmd,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        false,
+    )
 }
 
 /// One call as [`grpc_server`]'s handler saw it start.
@@ -1192,14 +1202,13 @@ pub fn hypercorn_h2c(dir: &TempDir) -> Server {
     cmd.args(["-m", "hypercorn", "--workers", "0", "--bind"])
         .arg(format!("127.0.0.1:{port}"))
         .arg(app);
-    let mut proc = Proc::spawn("hypercorn", dir.path(), &mut cmd);
-    proc.wait_for_port(port, START_TIMEOUT);
-    Server {
-        proc,
-        port,
-        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        tls: false,
-    }
+    Server::spawn(
+        "hypercorn",
+        dir,
+        &mut cmd,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        false,
+    )
 }
 
 /// One request as `peers/asgi_app.py` saw it (its `request …` line).
@@ -1257,27 +1266,4 @@ pub fn hypercorn_requests(server: &Server, expected: usize) -> Vec<AsgiRequest> 
     got
 }
 
-/// `name=N` from the `conn[…]` section of the agent's last `stats:` line in `stderr` (the parse
-/// counters it logs on stop, e.g. `http2.unpaired_response`), or `None` when absent.
-pub fn agent_conn_stat(stderr: &str, name: &str) -> Option<u64> {
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains("stats: kernel["))?;
-    let conn = line.split(" conn[").nth(1)?.split(']').next()?;
-    conn.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-}
-
 // ---- gRPC join and grpc-go ----
-
-/// A plaintext server on `127.0.0.1:port` started by another module (`grpc_extra`'s grpc-go
-/// peer), whose process `proc` already listens.
-pub fn loopback_plain_server(proc: Proc, port: u16) -> Server {
-    Server {
-        proc,
-        port,
-        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        tls: false,
-    }
-}
