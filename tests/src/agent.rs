@@ -147,16 +147,30 @@ impl Agent {
         self.proc.logs()
     }
 
-    /// `name=N` from the agent's last `stats: kernel[…]` line on stderr (the shutdown one once
-    /// it stopped): a kernel counter summed over every program.
+    /// `name=N` from the `kernel[…]` section of the agent's last `stats:` line on stderr (the
+    /// shutdown one once it stopped): a kernel counter summed over every program.
     pub fn kernel_stat(&self, name: &str) -> Option<u64> {
+        self.stat("kernel", name)
+    }
+
+    /// `name=N` from the `conn[…]` section of the agent's last `stats:` line: a connection-table
+    /// or parse counter (`http2.unpaired_response`), `None` when absent (it logs non-zero ones).
+    pub fn conn_stat(&self, name: &str) -> Option<u64> {
+        self.stat("conn", name)
+    }
+
+    fn stat(&self, section: &str, name: &str) -> Option<u64> {
         let stderr = self.stderr();
         let line = stderr
             .lines()
             .rev()
             .find(|l| l.contains("stats: kernel["))?;
-        let kernel = line.split("kernel[").nth(1)?.split(']').next()?;
-        kernel
+        let values = line
+            .split(&format!(" {section}["))
+            .nth(1)?
+            .split(']')
+            .next()?;
+        values
             .split_whitespace()
             .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
     }

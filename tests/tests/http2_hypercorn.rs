@@ -24,8 +24,8 @@ use agent_tests::{
     agent::{Agent, Export},
     expect::{containment_mismatch, HttpSpan, Service},
     peers::{
-        agent_conn_stat, curl_h2c_upgrade, curl_http2, hypercorn_h2c, hypercorn_requests, nghttp,
-        AsgiRequest, ClientRun, HYPERCORN_MISSING_BYTES, HYPERCORN_OK_BYTES,
+        curl_h2c_upgrade, curl_http2, hypercorn_h2c, hypercorn_requests, nghttp, AsgiRequest,
+        ClientRun, HYPERCORN_MISSING_BYTES, HYPERCORN_OK_BYTES,
     },
     require_root,
     span::{describe, Span, CLIENT, SERVER},
@@ -276,11 +276,11 @@ fn curl_h2c_upgrade_is_one_http2_exchange() {
     if let Some(m) = containment_mismatch(client_span, server_span, CONTAINMENT_SLACK) {
         panic!("the upgraded exchange: {m}");
     }
-    let stderr = w.agent.stderr();
-    let unpaired = agent_conn_stat(&stderr, "http2.unpaired_response");
+    let unpaired = w.agent.conn_stat("http2.unpaired_response");
     assert!(
         unpaired.is_none(),
         "want no http2.unpaired_response (stream 1 answers the upgraded request), got \
-         {unpaired:?}; stderr:\n{stderr}"
+         {unpaired:?}; stderr:\n{}",
+        w.agent.stderr()
     );
 }
