@@ -1,6 +1,8 @@
-// HTTP/1.1 test server on Node's `http` module (plain TCP, keep-alive).
+// HTTP/1.1 test server on Node's `http` module, or `https` with a certificate (node links
+// OpenSSL statically: its TLS goes through SSL_read/SSL_write inside /usr/bin/node, over memory
+// BIOs, not libssl.so.3). Keep-alive.
 //
-// Usage: node http_server.js PORT   (listens on 127.0.0.1:PORT)
+// Usage: node http_server.js PORT [CERT KEY]   (listens on 127.0.0.1:PORT; HTTPS with CERT KEY)
 //
 // Routes:
 //   GET /status/<code>  -> <code> with body "status <code>\n" and a Content-Length (as
@@ -10,10 +12,11 @@
 //                          with one writev of many iovecs (size line, data and CRLF per chunk)
 //   anything else       -> 404 "not found\n"
 'use strict';
-const http = require('http');
+const fs = require('fs');
 
-const [port] = process.argv.slice(2);
-const server = http.createServer((req, res) => {
+const [port, cert, key] = process.argv.slice(2);
+
+function handle(req, res) {
   const path = req.url.split('?')[0];
   const chunked = /^\/chunked\/(\d+)$/.exec(path);
   if (chunked) {
@@ -35,5 +38,14 @@ const server = http.createServer((req, res) => {
     'Content-Length': Buffer.byteLength(body),
   });
   res.end(body);
-});
+}
+
+const server = cert
+  ? require('https').createServer(
+      { cert: fs.readFileSync(cert), key: fs.readFileSync(key) },
+      handle,
+    )
+  : require('http').createServer(handle);
+// The harness's readiness probe connects and closes without a handshake: not an error here.
+server.on('tlsClientError', () => {});
 server.listen(Number(port), '127.0.0.1');

@@ -60,7 +60,7 @@ pub enum Peer {
     PythonTls,
     /// nginx with `listen … ssl` (self-signed certificate in the temp dir).
     NginxTls,
-    /// `peers/https_server.js` on `node` (check [`peers::node_unavailable`] first).
+    /// `peers/http_server.js` over HTTPS on `node` (check [`peers::node_unavailable`] first).
     NodeTls,
 }
 
@@ -151,8 +151,14 @@ impl World {
             run.transfers.len(),
             paths.len()
         );
+        // The peers listen on loopback only.
+        let address = match self.server.ip() {
+            IpAddr::V4(_) => "127.0.0.1",
+            IpAddr::V6(_) => "::1",
+        };
         for (t, path) in run.transfers.iter().zip(paths) {
             HttpSpan::server("GET", path, t.status, self.port())
+                .address(address)
                 .service(Service::Prefix("python3"))
                 .pid(self.server.pid())
                 .client_port(t.local_port)
@@ -161,6 +167,7 @@ impl World {
                 .max_duration(run.wall)
                 .assert(one(spans, SERVER, path));
             HttpSpan::client("GET", path, t.status, self.port())
+                .address(address)
                 .service(Service::Exact("curl"))
                 .pid(run.pid)
                 .user_agent_prefix("curl/")

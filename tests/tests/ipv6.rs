@@ -3,12 +3,8 @@
 //! printed) when IPv6 loopback is unavailable.
 
 use agent_tests::{
-    expect::{HttpSpan, Service},
     peers::{curl, ipv6_loopback_unavailable},
-    require_root,
-    span::{CLIENT, SERVER},
-    world::one,
-    Peer, Via, Watch, World,
+    require_root, Peer, Via, Watch, World,
 };
 
 #[test]
@@ -22,26 +18,12 @@ fn curl_to_python_on_ipv6_loopback() {
     let url = w.server.url("/status/200");
     assert!(url.starts_with("http://[::1]:"), "harness: {url}");
     let run = curl(&[url], &[]);
-    let t = &run.transfers[0];
-    assert_eq!(t.status, 200, "harness: unexpected status {run:?}");
+    assert_eq!(
+        run.transfers[0].status, 200,
+        "harness: unexpected status {run:?}"
+    );
 
     let spans = w.finish(2);
     w.assert_counts(&spans, 1, 1);
-    HttpSpan::server("GET", "/status/200", 200, w.port())
-        .address("::1")
-        .service(Service::Prefix("python3"))
-        .pid(w.server.pid())
-        .client_port(t.local_port)
-        .user_agent_prefix("curl/")
-        .response_body_size(t.body_bytes)
-        .max_duration(run.wall)
-        .assert(one(&spans, SERVER, "/status/200"));
-    HttpSpan::client("GET", "/status/200", 200, w.port())
-        .address("::1")
-        .service(Service::Exact("curl"))
-        .pid(run.pid)
-        .user_agent_prefix("curl/")
-        .response_body_size(t.body_bytes)
-        .max_duration(run.wall)
-        .assert(one(&spans, CLIENT, "/status/200"));
+    w.assert_curl_to_python(&spans, &run, &["/status/200"]);
 }

@@ -27,7 +27,7 @@ const NODE: Service = Service::Exact("node");
 
 /// nginx: a static file, then `return 404`, then `return 500` (which also ends keep-alive: last).
 const NGINX_PATHS: [&str; 3] = ["/index.html", "/status/404", "/status/500"];
-/// `peers/http_server.py` and `peers/https_server.js`.
+/// `peers/http_server.py` and `peers/http_server.js`.
 const STATUS_PATHS: [&str; 3] = ["/status/200", "/status/404", "/status/500"];
 
 /// How long the Node client, which starts after the agent (its OpenSSL lives in `/usr/bin/node`,
