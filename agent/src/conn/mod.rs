@@ -118,8 +118,6 @@ enum Proto {
         unclaimed: [u8; 2],
         /// The next chunk of each direction is that direction's first byte.
         first: [bool; 2],
-        /// From the protocol before a switch, for the one after it.
-        handoff: Option<Box<proto::Handoff>>,
     },
     /// A protocol's parser follows it.
     Parsing {
@@ -135,7 +133,6 @@ impl Proto {
         Self::Detecting {
             unclaimed: [0; 2],
             first: [from_start; 2],
-            handoff: None,
         }
     }
 }
@@ -167,8 +164,7 @@ pub struct ConnTable {
     idle_timeout: Duration,
     stats: ConnStats,
     completed: Vec<Completed>,
-    /// Per-socket capture sizes for the kernel: `(sk, Some(bytes))` to raise, `(sk, None)` to
-    /// forget.
+    /// Per-socket verdicts for the kernel ([`ConnTable::take_capture_requests`]).
     verdicts: Verdicts,
 }
 
@@ -357,12 +353,7 @@ impl ConnTable {
         let mut chunk = chunk;
         let mut gap = gap;
         loop {
-            if let Proto::Detecting {
-                unclaimed,
-                first,
-                handoff,
-            } = proto
-            {
+            if let Proto::Detecting { unclaimed, first } = proto {
                 if gap {
                     first[idx] = false;
                 }
@@ -373,10 +364,7 @@ impl ConnTable {
                         unclaimed[idx] = unclaimed[idx].saturating_add(1);
                     }
                     if unclaimed.iter().all(|n| *n >= UNCLAIMED_CHUNKS) {
-                        // Kept (not forgotten): TLS plaintext may still arrive for this socket.
-                        self.stats.add("conn_opaque", 1);
-                        *proto = Proto::Opaque;
-                        self.verdicts.set(h.sk, SKIP_SOCKET);
+                        *proto = opaque(&mut self.stats, &mut self.verdicts, h.sk);
                     }
                     return;
                 };
@@ -386,14 +374,13 @@ impl ConnTable {
                 } else {
                     Start::Joined
                 };
-                let handoff = handoff.take().map(|h| *h);
                 *proto = start_parser(
                     &mut self.stats,
                     &mut self.verdicts,
                     (h.sk, info.role),
                     spec,
                     start,
-                    handoff,
+                    None,
                     raised_capture,
                 );
             } else if let (true, Proto::Parsing { parser, .. }) = (gap, &mut *proto) {
@@ -415,10 +402,7 @@ impl ConnTable {
             let rest_at = match parser.flow() {
                 Flow::Parsing => return,
                 Flow::NotMine => {
-                    // Kept (not forgotten): TLS plaintext may still arrive for this socket.
-                    self.stats.add("conn_opaque", 1);
-                    *proto = Proto::Opaque;
-                    self.verdicts.set(h.sk, SKIP_SOCKET);
+                    *proto = opaque(&mut self.stats, &mut self.verdicts, h.sk);
                     return;
                 }
                 Flow::Switched { rest_at } => rest_at,
@@ -426,8 +410,8 @@ impl ConnTable {
             self.stats.add("conn_protocol_switch", 1);
             let handoff = parser.take_handoff();
             *proto = match handoff.as_ref().and_then(|h| proto::spec_of(h.protocol())) {
-                // The next protocol is known (`Upgrade: h2c`): it starts right after the switch
-                // in both directions, so from its beginning.
+                // The handoff names the next protocol (`Upgrade: h2c`): it starts right after the
+                // switch in both directions, so from its beginning.
                 Some(spec) => start_parser(
                     &mut self.stats,
                     &mut self.verdicts,
@@ -437,13 +421,8 @@ impl ConnTable {
                     handoff,
                     raised_capture,
                 ),
-                None => {
-                    let mut next = Proto::detecting(*from_start);
-                    if let Proto::Detecting { handoff: slot, .. } = &mut next {
-                        *slot = handoff.map(Box::new);
-                    }
-                    next
-                }
+                // A switch to something else (a `CONNECT` tunnel, WebSocket): detected afresh.
+                None => Proto::detecting(*from_start),
             };
             // The rest of the switching chunk is the next protocol's first bytes.
             let Some(tail) = chunk.tail(rest_at) else {
@@ -531,6 +510,14 @@ impl ConnTable {
             self.resolver.retain_read_since(cutoff);
         }
     }
+}
+
+/// A connection no protocol wants: counted, and the kernel is asked to stop sending its socket's
+/// bytes (kept, not forgotten: TLS plaintext may still arrive for this socket).
+fn opaque(stats: &mut ConnStats, verdicts: &mut Verdicts, sk: u64) -> Proto {
+    stats.add("conn_opaque", 1);
+    verdicts.set(sk, SKIP_SOCKET);
+    Proto::Opaque
 }
 
 /// A parser of `spec`'s protocol for socket `sk` (on which the process plays `role`), given what
