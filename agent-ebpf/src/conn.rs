@@ -60,15 +60,13 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let own = unsafe { SELF_SOCKS.get(&sk) }.is_some();
     // A new connection on this `sk` starts its streams at 0; so does a closed one (a syscall that
     // ends after the close, e.g. a write answered by a reset, must not carry stale offsets into
-    // the next connection that reuses the address).
-    // Likewise its verdict: a new connection on a reused address is judged afresh.
-    if opened {
+    // the next connection that reuses the address). Likewise its verdict: a new connection on a
+    // reused address is judged afresh.
+    if opened || closed {
         let _ = SOCK_SEQ.remove(&sk);
         let _ = SOCK_CAPTURE.remove(&sk);
     }
     if closed {
-        let _ = SOCK_SEQ.remove(&sk);
-        let _ = SOCK_CAPTURE.remove(&sk);
         let _ = SELF_SOCKS.remove(&sk);
         crate::tls::forget_socket(sk);
     }

@@ -43,11 +43,11 @@ const SYSCALL_RET: usize = 16;
 /// User ABI `struct user_msghdr` prefix (`include/uapi/linux/socket.h`), up to `msg_iovlen`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub(crate) struct MsgHdr {
+struct MsgHdr {
     name: u64,
     namelen: u64,
-    pub(crate) iov: u64,
-    pub(crate) iovlen: u64,
+    iov: u64,
+    iovlen: u64,
 }
 
 /// The `u64` at byte `off` of the tracepoint record, loaded directly from the context: the
@@ -91,27 +91,8 @@ fn enter(ctx: &TracePointContext, source: DataSource, iov_arg: Option<usize>, bu
         return;
     }
     let fd = arg(ctx, 0) as i32;
-    let mut buf = arg(ctx, 1);
-    let mut iovcnt = match iov_arg {
-        Some(i) => arg(ctx, i),
-        None => 0,
-    };
-    if buf_is_msghdr {
-        // SAFETY: reading user memory through a helper that tolerates bad pointers.
-        match unsafe { bpf_probe_read_user(buf as *const MsgHdr) } {
-            Ok(m) => {
-                buf = m.iov;
-                iovcnt = m.iovlen;
-            }
-            Err(_) => {
-                buf = 0;
-                iovcnt = 0;
-            }
-        }
-    }
-    if matches!(source, DataSource::Sendfile) {
-        buf = 0;
-    }
+    let iovcnt = iov_arg.map_or(0, |i| arg(ctx, i));
+    let (buf, iovcnt) = user_buffer(source, arg(ctx, 1), iovcnt, buf_is_msghdr);
     let entry = Inflight {
         source: source as u32,
         fd,
@@ -253,18 +234,35 @@ fn recover_late(
     let [fd, buf, arg2] = call.args;
     entry.source = source as u32;
     entry.fd = fd as i32;
-    entry.buf = buf;
-    entry.iovcnt = if iov_arg.is_some() { arg2 } else { 0 };
+    let iovcnt = if iov_arg.is_some() { arg2 } else { 0 };
+    (entry.buf, entry.iovcnt) = user_buffer(source, buf, iovcnt, buf_is_msghdr);
+    true
+}
+
+/// The user memory a socket syscall moved, from its arguments: `(buffer or iovec array, iovec
+/// count)`. `arg1` is the buffer, the iovec array, or (`buf_is_msghdr`) a `struct user_msghdr *`,
+/// read here (valid for the whole call); `iovcnt` is the iovec-count argument (0 when none).
+/// `(0, _)` for `sendfile` (file bytes, accounted by length only) and `(0, 0)` for an unreadable
+/// `msghdr`. Shared by the syscall entry, the late recovery at exit, and the socket-mode hook.
+#[inline(always)]
+pub(crate) fn user_buffer(
+    source: DataSource,
+    arg1: u64,
+    iovcnt: u64,
+    buf_is_msghdr: bool,
+) -> (u64, u64) {
     if buf_is_msghdr {
-        // SAFETY: helper-checked user read; the msghdr is still valid at exit.
-        let m = unsafe { bpf_probe_read_user(buf as *const MsgHdr) }.ok();
-        entry.buf = m.map_or(0, |m| m.iov);
-        entry.iovcnt = m.map_or(0, |m| m.iovlen);
+        // SAFETY: reading user memory through a helper that tolerates bad pointers.
+        return match unsafe { bpf_probe_read_user(arg1 as *const MsgHdr) } {
+            Ok(m) => (m.iov, m.iovlen),
+            Err(_) => (0, 0),
+        };
     }
     if matches!(source, DataSource::Sendfile) {
-        entry.buf = 0;
+        (0, iovcnt)
+    } else {
+        (arg1, iovcnt)
     }
-    true
 }
 
 /// Emits the record for a finished syscall.

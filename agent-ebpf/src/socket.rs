@@ -20,13 +20,13 @@
 
 use agent_common::{stats::Stat, DataSource, Direction};
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf, bpf_probe_read_user},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf},
     macros::tracepoint,
     programs::TracePointContext,
 };
 
 use crate::{
-    data::{len_record, LenRecord, MsgHdr},
+    data::{len_record, user_buffer, LenRecord},
     emit,
     helpers::{count, current_ids},
     maps::{floor, self_tgid},
@@ -133,18 +133,10 @@ fn capture(ctx: &TracePointContext, dir: Direction) {
         count(source as u32, Stat::OtherCall, 1);
         return;
     }
-    let [fd, mut buf, arg2] = call.args;
+    let [fd, arg1, arg2] = call.args;
     let fd = fd as i32;
-    let mut iovcnt = if has_iovcnt { arg2 } else { 0 };
-    if buf_is_msghdr {
-        // SAFETY: helper-checked user read; the msghdr is valid for the whole call.
-        let m = unsafe { bpf_probe_read_user(buf as *const MsgHdr) }.ok();
-        buf = m.map_or(0, |m| m.iov);
-        iovcnt = m.map_or(0, |m| m.iovlen);
-    }
-    if matches!(source, DataSource::Sendfile) {
-        buf = 0;
-    }
+    let iovcnt = if has_iovcnt { arg2 } else { 0 };
+    let (buf, iovcnt) = user_buffer(source, arg1, iovcnt, buf_is_msghdr);
     if tls::on_socket_syscall(pid_tgid, tgid, sk, fd) {
         count(source as u32, Stat::TlsCiphertextSkipped, 1);
         return;
