@@ -140,7 +140,10 @@ impl TryFrom<u32> for DataSource {
 /// # Source
 /// `agent-ebpf/src/data.rs`: arguments at `syscalls:sys_enter_*`, the socket (`sk`, family, protocol)
 /// from `sock:sock_send_length` / `sock:sock_recv_length` fired inside that syscall on the same thread,
-/// the result at `syscalls:sys_exit_*`. Only IPv4/IPv6 TCP sockets produce records.
+/// the result at `syscalls:sys_exit_*`. `agent-ebpf/src/socket.rs` (socket mode): all of it at
+/// `sock:sock_{send,recv}_length`, the arguments from the task's saved registers.
+/// `agent-ebpf/src/tls.rs`: TLS plaintext at the library's return sites. Only IPv4/IPv6 TCP
+/// sockets produce records.
 /// # Units
 /// `ts_*_ns`: `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_ns`). `len`, `seq`, `captured`: bytes.
 #[repr(C)]
@@ -150,9 +153,9 @@ pub struct DataEventHeader {
     pub kind: u32,
     /// [`Direction`] as `u32`.
     pub direction: u32,
-    /// Syscall entry time.
+    /// Syscall entry time (the socket-mode hook's time, equal to `ts_exit_ns`, in that mode).
     pub ts_enter_ns: u64,
-    /// Syscall exit time.
+    /// Syscall exit time (socket mode: when `sock_{send,recv}_length` fired).
     pub ts_exit_ns: u64,
     /// Kernel address of the `struct sock`: the connection's identity while it lives.
     pub sk: u64,
@@ -173,10 +176,14 @@ pub struct DataEventHeader {
     pub source: u32,
     /// Explicit padding.
     pub _pad: u32,
-    /// `comm` of the calling thread (`bpf_get_current_comm`, NUL-padded): names short-lived
-    /// processes that exit before userspace can read `/proc/<tgid>`.
+    /// `comm` of the calling thread (`bpf_get_current_comm`, NUL-padded) on a stream's first
+    /// record (`seq == 0`), zeroes on later ones: names short-lived processes that exit before
+    /// userspace can read `/proc/<tgid>` when it meets the connection.
     pub comm: [u8; 16],
 }
+
+// The kernel side writes `comm` with two 8-byte stores.
+const _: () = assert!(core::mem::offset_of!(DataEventHeader, comm) % 8 == 0);
 
 /// A TCP state change of an IPv4/IPv6 socket.
 ///

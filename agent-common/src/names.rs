@@ -6,18 +6,15 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_STATS: &str = "STATS";
 /// In-flight syscall arguments keyed by `pid_tgid`.
 pub const MAP_INFLIGHT: &str = "INFLIGHT";
-/// Per-socket byte sequence numbers keyed by `sk`.
-pub const MAP_SOCK_SEQ: &str = "SOCK_SEQ";
+/// Per-socket kernel state keyed by `sk`: byte sequence numbers, and whether it carries TLS.
+pub const MAP_SOCK_STATE: &str = "SOCK_STATE";
 /// Sockets the agent itself is connecting or connected with, keyed by `sk`.
 pub const MAP_SELF_SOCKS: &str = "SELF_SOCKS";
-/// TLS library calls in flight (between the entry uprobe and a return-site uprobe), by `pid_tgid`.
-pub const MAP_TLS_INFLIGHT: &str = "TLS_INFLIGHT";
+/// Per thread (`pid_tgid`): the TLS library call in flight (between the entry uprobe and a
+/// return-site uprobe) and the TCP socket the thread used last.
+pub const MAP_THREAD_TLS: &str = "THREAD_TLS";
 /// `(tgid, SSL *)` → the socket under it, learned from a socket syscall nested in an SSL call.
 pub const MAP_SSL_SOCK: &str = "SSL_SOCK";
-/// The TCP socket each thread used last, by `pid_tgid`.
-pub const MAP_LAST_SOCK: &str = "LAST_SOCK";
-/// Sockets known to carry TLS: their ciphertext is not sent to userspace.
-pub const MAP_TLS_SOCKS: &str = "TLS_SOCKS";
 /// Scratch space, one slot per CPU (index: the CPU id; sized to the possible CPUs at load),
 /// where a data record is assembled before it is copied to the ring buffer. An array, not a
 /// per-CPU array: a per-CPU value is limited to 32 KiB.

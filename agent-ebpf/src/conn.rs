@@ -16,7 +16,9 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePoi
 
 use crate::{
     helpers::{count, current_ids},
-    maps::{floor, self_tgid, tp_layout, wakeup_flags, EVENTS, SELF_SOCKS, SOCK_CAPTURE, SOCK_SEQ},
+    maps::{
+        floor, self_tgid, tp_layout, wakeup_flags, EVENTS, SELF_SOCKS, SOCK_CAPTURE, SOCK_STATE,
+    },
 };
 
 /// `sock:inet_sock_set_state`.
@@ -63,7 +65,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     // the next connection that reuses the address). Likewise its verdict: a new connection on a
     // reused address is judged afresh.
     if opened || closed {
-        let _ = SOCK_SEQ.remove(&sk);
+        let _ = SOCK_STATE.remove(&sk);
         let _ = SOCK_CAPTURE.remove(&sk);
     }
     if closed {

@@ -143,9 +143,19 @@ pub(crate) fn len_record(ctx: &TracePointContext, dir: Direction) -> Option<LenR
     // One helper call for the whole record head instead of one per field; the fields are then
     // picked out at the offsets tracefs gave (bounds-checked, so a kernel with a wider record just
     // fails the check instead of reading garbage).
-    let mut head = [0u8; LEN_RECORD_WINDOW];
-    // SAFETY: `ctx` points at the tracepoint record, at least as long as its last field.
-    unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast::<u8>().cast_const(), &mut head) }.ok()?;
+    // Left uninitialised (the helper's destination may be): zeroing it would cost a `memset`
+    // subprogram call per record.
+    let mut head = core::mem::MaybeUninit::<[u8; LEN_RECORD_WINDOW]>::uninit();
+    // SAFETY: `ctx` points at the tracepoint record, at least as long as its last field; the
+    // helper fills all of `head` or fails (then `head` is not read).
+    let head = unsafe {
+        bpf_probe_read_kernel_buf(
+            ctx.as_ptr().cast::<u8>().cast_const(),
+            &mut *head.as_mut_ptr(),
+        )
+        .ok()?;
+        head.assume_init()
+    };
     let sk = field::<8>(&head, l.len_sk).map(u64::from_ne_bytes)?;
     let family = field::<2>(&head, l.len_family).map(u16::from_ne_bytes)?;
     let protocol = field::<2>(&head, l.len_protocol).map(u16::from_ne_bytes)?;
@@ -304,6 +314,8 @@ fn exit(ctx: &TracePointContext, source: DataSource, iov_arg: Option<usize>, buf
         iovcnt: entry.iovcnt,
         len: ret as u64,
         ts_enter_ns: entry.ts_enter_ns,
+        // SAFETY: helper without preconditions.
+        ts_exit_ns: unsafe { bpf_ktime_get_ns() },
         tgid,
         tid,
     });

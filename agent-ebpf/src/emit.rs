@@ -8,13 +8,16 @@ use agent_common::{
     DataEventHeader, DataSource, EventKind,
 };
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_user,
-    generated::{bpf_get_smp_processor_id, bpf_probe_read_user as read_user_raw},
+    bpf_probe_read_user,
+    generated::{
+        bpf_get_current_comm as get_current_comm, bpf_get_smp_processor_id,
+        bpf_probe_read_user as read_user_raw,
+    },
 };
 
 use crate::{
     helpers::count,
-    maps::{capture_bytes, wakeup_flags, EVENTS, SCRATCH, SOCK_CAPTURE, SOCK_SEQ},
+    maps::{capture_bytes, wakeup_flags, SockState, EVENTS, SCRATCH, SOCK_CAPTURE, SOCK_STATE},
 };
 
 /// `v & MASK`, emitted even when the compiler can prove `v` is already in range (it often can;
@@ -75,6 +78,8 @@ pub(crate) struct Payload {
     pub(crate) len: u64,
     /// Call entry time, monotonic ns.
     pub(crate) ts_enter_ns: u64,
+    /// Call exit time (when the bytes had moved), monotonic ns.
+    pub(crate) ts_exit_ns: u64,
     /// Process.
     pub(crate) tgid: u32,
     /// Thread.
@@ -136,25 +141,29 @@ fn starts_with_h2_preface(p: &Payload) -> bool {
 }
 
 /// Next byte offset of `p`'s stream (socket bytes and TLS plaintext have separate streams per
-/// direction), advanced by `p.len`.
+/// direction), advanced by `p.len`; `state` is the socket's entry, if it has one.
 #[inline(always)]
-fn next_seq(p: &Payload) -> u64 {
+fn next_seq(p: &Payload, state: Option<*mut SockState>) -> u64 {
     let idx = (p.source.direction() as usize & 1) + if p.source.is_tls() { 2 } else { 0 };
-    match SOCK_SEQ.get_ptr_mut(&p.sk) {
+    match state {
         Some(s) => {
             // SAFETY: valid map value pointer; idx < 4.
             let s = unsafe { &mut *s };
-            let Some(slot) = s.get_mut(idx) else { return 0 };
+            let Some(slot) = s.seq.get_mut(idx) else {
+                return 0;
+            };
             let seq = *slot;
             *slot = seq.wrapping_add(p.len);
             seq
         }
         None => {
-            let mut init = [0u64; 4];
-            if let Some(slot) = init.get_mut(idx) {
-                *slot = p.len;
-            }
-            let _ = SOCK_SEQ.insert(&p.sk, &init, 0);
+            // Element by element: `[0; 4]` and an indexed store become a `memset` call.
+            let at = |i: usize| if idx == i { p.len } else { 0 };
+            let state = SockState {
+                seq: [at(0), at(1), at(2), at(3)],
+                tls: 0,
+            };
+            let _ = SOCK_STATE.insert(&p.sk, &state, 0);
             0
         }
     }
@@ -164,6 +173,13 @@ fn next_seq(p: &Payload) -> u64 {
 /// drop when the ring buffer is full.
 #[inline(always)]
 pub(crate) fn payload(p: &Payload) {
+    let state = SOCK_STATE.get_ptr_mut(&p.sk);
+    // SAFETY: read of a valid map value pointer.
+    if !p.source.is_tls() && state.is_some_and(|s| unsafe { (*s).tls } != 0) {
+        // Ciphertext of a socket whose plaintext the TLS uprobes report.
+        count(p.source as u32, Stat::TlsCiphertextSkipped, 1);
+        return;
+    }
     // The socket's verdict from userspace: a capture size, or skip. TLS-library records are
     // never skipped: they are the plaintext of a socket whose ciphertext alone looked opaque.
     // SAFETY: read-only use of a map value pointer.
@@ -172,7 +188,7 @@ pub(crate) fn payload(p: &Payload) {
         count(p.source as u32, Stat::SkippedSocket, 1);
         return;
     }
-    let seq = next_seq(p);
+    let seq = next_seq(p, state);
     // SAFETY: helper without preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
@@ -233,25 +249,37 @@ pub(crate) fn payload(p: &Payload) {
     }
     let captured = opaque_mask!(captured, 2 * MAX_CAPTURE_BYTES - 1);
 
-    let header = DataEventHeader {
-        kind: EventKind::Data as u32,
-        direction: p.source.direction() as u32,
-        ts_enter_ns: p.ts_enter_ns,
-        // SAFETY: helper without preconditions.
-        ts_exit_ns: unsafe { bpf_ktime_get_ns() },
-        sk: p.sk,
-        seq,
-        len: p.len,
-        tgid: p.tgid,
-        tid: p.tid,
-        fd: p.fd,
-        captured: captured as u32,
-        source: p.source as u32,
-        _pad: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    };
-    // SAFETY: the scratch value is larger than the header; unaligned write to a byte buffer.
-    unsafe { scratch.cast::<DataEventHeader>().write_unaligned(header) };
+    // The header is written in place with aligned stores (array values are 8-byte aligned): no
+    // stack copy, no `memmove` subprogram call.
+    // SAFETY: the scratch value is larger than the header and 8-byte aligned.
+    let h = unsafe { &mut *scratch.cast::<DataEventHeader>() };
+    h.kind = EventKind::Data as u32;
+    h.direction = p.source.direction() as u32;
+    h.ts_enter_ns = p.ts_enter_ns;
+    h.ts_exit_ns = p.ts_exit_ns;
+    h.sk = p.sk;
+    h.seq = seq;
+    h.len = p.len;
+    h.tgid = p.tgid;
+    h.tid = p.tid;
+    h.fd = p.fd;
+    h.captured = captured as u32;
+    h.source = p.source as u32;
+    h._pad = 0;
+    // Userspace names a process from `comm` only when it meets a connection (its first record)
+    // and `/proc` is already gone, so the helper runs once per stream, not per record; it writes
+    // straight into the header (a zeroed stack copy would be a `memset` call).
+    let comm = h.comm.as_mut_ptr();
+    // SAFETY: 16 writable bytes of the scratch value.
+    let filled = seq == 0 && unsafe { get_current_comm(comm.cast(), h.comm.len() as u32) } == 0;
+    if !filled {
+        // Volatile, or the two stores are merged back into a `memset` call.
+        // SAFETY: as above; 8-byte aligned (asserted next to `DataEventHeader`).
+        unsafe {
+            comm.cast::<u64>().write_volatile(0);
+            comm.cast::<u64>().add(1).write_volatile(0);
+        }
+    }
     let size = DATA_HEADER_BYTES + captured;
     // SAFETY: `size` <= DATA_HEADER_BYTES + 2 * MAX_CAPTURE_BYTES - 1 < SCRATCH_BYTES.
     let ret = unsafe {

@@ -52,9 +52,20 @@ pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_
 pub(crate) static INFLIGHT: HashMap<u64, Inflight> =
     HashMap::with_max_entries(MAX_INFLIGHT_SYSCALLS, 0);
 
-/// Next byte offset per socket and stream (`[egress, ingress, tls egress, tls ingress]`), by `sk`.
+/// What the kernel side keeps per socket; one lookup per record serves both fields.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SockState {
+    /// Next byte offset per stream: `[egress, ingress, tls egress, tls ingress]`.
+    pub(crate) seq: [u64; 4],
+    /// 1 once a TLS library call moved bytes over the socket: its ciphertext is not reported.
+    pub(crate) tls: u64,
+}
+
+/// [`SockState`] by `sk`, from the socket's first record (or first TLS call) until it opens
+/// again or closes.
 #[map]
-pub(crate) static SOCK_SEQ: LruHashMap<u64, [u64; 4]> =
+pub(crate) static SOCK_STATE: LruHashMap<u64, SockState> =
     LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 /// The agent's own client sockets, from `connect(2)` (the `SYN_SENT` transition runs in the
@@ -101,30 +112,33 @@ pub(crate) struct SslSock {
     pub(crate) _pad: u32,
 }
 
-/// TLS calls in flight, by `pid_tgid`.
-#[map]
-pub(crate) static TLS_INFLIGHT: HashMap<u64, TlsCall> =
-    HashMap::with_max_entries(MAX_INFLIGHT_SYSCALLS, 0);
-
 /// The socket under each `SSL *`, for calls served from OpenSSL's buffer without a syscall.
 #[map]
 pub(crate) static SSL_SOCK: LruHashMap<SslKey, SslSock> =
     LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
-/// The TCP socket each thread moved bytes on last, by `pid_tgid`: ties a TLS library that does
-/// its own socket I/O through memory BIOs (Node.js) to its socket.
+/// What the TLS capture keeps per thread; one lookup per socket record serves both fields.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct ThreadTls {
+    /// The TCP socket the thread moved bytes on last (`sk` 0: none yet): ties a TLS library that
+    /// does its own socket I/O through memory BIOs (Node.js) to its socket.
+    pub(crate) last: SslSock,
+    /// The TLS library call in flight, valid while `in_call` is 1.
+    pub(crate) call: TlsCall,
+    /// 1 between a TLS call's entry uprobe and its return-site uprobe.
+    pub(crate) in_call: u64,
+}
+
+/// [`ThreadTls`] by `pid_tgid`, from the thread's first socket record or TLS call.
 #[map]
-pub(crate) static LAST_SOCK: LruHashMap<u64, SslSock> =
+pub(crate) static THREAD_TLS: LruHashMap<u64, ThreadTls> =
     LruHashMap::with_max_entries(MAX_INFLIGHT_SYSCALLS, 0);
 
 /// The `SSL_SOCK` key recorded for each socket, so the entry is dropped when the socket closes
 /// (an `SSL *` is often reused by the next connection once freed).
 #[map]
 pub(crate) static SK_SSL: LruHashMap<u64, SslKey> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
-
-/// Sockets that carry TLS; their ciphertext is not reported.
-#[map]
-pub(crate) static TLS_SOCKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 /// Scratch space big enough for a header plus three times the capture size, so that offset
 /// (masked below `MAX_CAPTURE_BYTES`) + length (masked below `2 * MAX_CAPTURE_BYTES`) bounds are

@@ -19,11 +19,7 @@
 //! syscalls) are counted (`Stat::OtherCall`) and not captured, as the pair does not see them either.
 
 use agent_common::{stats::Stat, DataSource, Direction};
-use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf},
-    macros::tracepoint,
-    programs::TracePointContext,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 
 use crate::{
     data::{len_record, user_buffer, LenRecord},
@@ -49,30 +45,30 @@ pub(crate) struct Syscall {
 const AX_IN_SYSCALL: u64 = (-38i64) as u64;
 
 /// The current task's syscall registers. `struct pt_regs` is the x86-64 user ABI
-/// (`arch/x86/include/uapi/asm/ptrace.h`): `ax` at 80, `cx` 88, `dx` 96, `si` 104, `di` 112,
-/// `orig_ax` 120, read with one helper call.
+/// (`arch/x86/include/uapi/asm/ptrace.h`): `ax` at 80, `dx` 96, `si` 104, `di` 112, `orig_ax`
+/// 120. `bpf_task_pt_regs` returns a BTF-typed pointer, so the five words are plain loads that
+/// the verifier checks against the kernel's `struct pt_regs` (no helper call per read).
 #[cfg(bpf_target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn current_syscall() -> Option<Syscall> {
     use aya_ebpf::helpers::{bpf_get_current_task_btf, generated::bpf_task_pt_regs};
-    const PT_REGS_AX: usize = 80;
-    // SAFETY: helpers without preconditions; the register block is read with a checked helper.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as usize;
-    if regs == 0 {
+    const AX: usize = 10;
+    const DX: usize = 12;
+    const SI: usize = 13;
+    const DI: usize = 14;
+    const ORIG_AX: usize = 15;
+    // SAFETY: helpers without preconditions.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as usize as *const u64;
+    if regs.is_null() {
         return None;
     }
-    let mut raw = [0u8; 48];
-    // SAFETY: checked kernel read.
-    unsafe { bpf_probe_read_kernel_buf((regs + PT_REGS_AX) as *const u8, &mut raw) }.ok()?;
-    let word = |i: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&raw[i * 8..i * 8 + 8]);
-        u64::from_ne_bytes(w)
-    };
+    // SAFETY: in-bounds words of the task's `struct pt_regs`; the verifier turns BTF-pointer
+    // loads into fault-tolerant ones.
+    let word = |i: usize| unsafe { core::ptr::read_volatile(regs.add(i)) };
     Some(Syscall {
-        ax: word(0),
-        nr: word(5),
-        args: [word(4), word(3), word(2)],
+        ax: word(AX),
+        nr: word(ORIG_AX),
+        args: [word(DI), word(SI), word(DX)],
     })
 }
 
@@ -141,6 +137,9 @@ fn capture(ctx: &TracePointContext, dir: Direction) {
         count(source as u32, Stat::TlsCiphertextSkipped, 1);
         return;
     }
+    // One clock read for both times: the hook fires once the bytes moved.
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
     emit::payload(&emit::Payload {
         sk,
         source,
@@ -148,8 +147,8 @@ fn capture(ctx: &TracePointContext, dir: Direction) {
         buf,
         iovcnt,
         len: ret as u64,
-        // SAFETY: helper without preconditions.
-        ts_enter_ns: unsafe { bpf_ktime_get_ns() },
+        ts_enter_ns: now,
+        ts_exit_ns: now,
         tgid,
         tid,
     });

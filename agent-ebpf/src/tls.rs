@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! SSL_write(ssl, buf, num)  / SSL_write_ex(ssl, buf, num, &written)   entry uprobe: save args
-//! SSL_read(ssl, buf, num)   / SSL_read_ex(ssl, buf, num, &readbytes)  in TLS_INFLIGHT[pid_tgid]
-//!   write/read/send/recv on the socket, same thread    data.rs calls `on_socket_syscall`: the call's
-//!                                                      socket is now known (`SSL_SOCK`), and its
-//!                                                      ciphertext is not reported (`TLS_SOCKS`)
+//! SSL_read(ssl, buf, num)   / SSL_read_ex(ssl, buf, num, &readbytes)  in THREAD_TLS[pid_tgid]
+//!   write/read/send/recv on the socket, same thread    the capture calls `on_socket_syscall`: the
+//!                                                      call's socket is now known (`SSL_SOCK`),
+//!                                                      and its ciphertext is not reported (the
+//!                                                      `tls` mark of `SOCK_STATE[sk]`)
 //! `ret` instructions of those functions                 `ssl_return`: byte count from rax (or the
 //!                                                      `_ex` out-parameter), copy the plaintext
 //! ```
@@ -28,8 +29,8 @@ use crate::{
     emit,
     helpers::{count, current_ids},
     maps::{
-        floor, self_tgid, SslKey, SslSock, TlsCall, LAST_SOCK, SK_SSL, SSL_SOCK, TLS_INFLIGHT,
-        TLS_SOCKS,
+        floor, self_tgid, SockState, SslKey, SslSock, ThreadTls, TlsCall, SK_SSL, SOCK_STATE,
+        SSL_SOCK, THREAD_TLS,
     },
 };
 
@@ -52,7 +53,25 @@ fn enter(ctx: &ProbeContext, write: bool, ex: bool) {
         fd: -1,
         write: u32::from(write),
     };
-    let _ = TLS_INFLIGHT.insert(&pid_tgid, &call, 0);
+    match THREAD_TLS.get_ptr_mut(&pid_tgid) {
+        // SAFETY: valid map value pointer for this program run.
+        Some(t) => unsafe {
+            (*t).call = call;
+            (*t).in_call = 1;
+        },
+        None => {
+            let t = ThreadTls {
+                last: SslSock {
+                    sk: 0,
+                    fd: -1,
+                    _pad: 0,
+                },
+                call,
+                in_call: 1,
+            };
+            let _ = THREAD_TLS.insert(&pid_tgid, &t, 0);
+        }
+    }
 }
 
 /// `int SSL_read(SSL *ssl, void *buf, int num)`.
@@ -90,12 +109,17 @@ pub fn ssl_return(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let (pid_tgid, tgid, tid) = current_ids();
-    let Some(call) = TLS_INFLIGHT.get_ptr(&pid_tgid) else {
+    let Some(t) = THREAD_TLS.get_ptr_mut(&pid_tgid) else {
         return 0;
     };
-    // SAFETY: copied out of a valid map value before removing it.
-    let call = unsafe { *call };
-    let _ = TLS_INFLIGHT.remove(&pid_tgid);
+    // SAFETY: valid map value pointer for this program run; the call is copied out and closed.
+    let (call, last) = unsafe {
+        if (*t).in_call == 0 {
+            return 0;
+        }
+        (*t).in_call = 0;
+        ((*t).call, (*t).last)
+    };
     let rc: i64 = RetProbeContext::new(ctx.as_ptr()).ret();
     let len = if call.out_len == 0 {
         // `int` count, <= 0 on error or WANT_READ/WANT_WRITE.
@@ -136,18 +160,15 @@ pub fn ssl_return(ctx: ProbeContext) -> u32 {
             // (Node.js). It does so on the same thread, reading the ciphertext just before
             // `SSL_read` and having finished the handshake's I/O before the first `SSL_write`,
             // so the thread's last socket is this connection's.
-            None => match unsafe { LAST_SOCK.get(&pid_tgid) } {
-                Some(last) => {
-                    let last = *last;
-                    remember(&key, last);
-                    count(source as u32, Stat::TlsSocketByThread, 1);
-                    (last.sk, last.fd)
-                }
-                None => {
-                    count(source as u32, Stat::TlsNoSocket, 1);
-                    return 0;
-                }
-            },
+            None if last.sk != 0 => {
+                remember(&key, last);
+                count(source as u32, Stat::TlsSocketByThread, 1);
+                (last.sk, last.fd)
+            }
+            None => {
+                count(source as u32, Stat::TlsNoSocket, 1);
+                return 0;
+            }
         }
     };
     emit::payload(&emit::Payload {
@@ -158,6 +179,8 @@ pub fn ssl_return(ctx: ProbeContext) -> u32 {
         iovcnt: 0,
         len,
         ts_enter_ns: call.ts_enter_ns,
+        // SAFETY: helper without preconditions.
+        ts_exit_ns: unsafe { bpf_ktime_get_ns() },
         tgid,
         tid,
     });
@@ -170,10 +193,21 @@ pub fn ssl_return(ctx: ProbeContext) -> u32 {
 fn remember(key: &SslKey, sock: SslSock) {
     let _ = SSL_SOCK.insert(key, &sock, 0);
     let _ = SK_SSL.insert(&sock.sk, key, 0);
-    let _ = TLS_SOCKS.insert(&sock.sk, &1, 0);
+    match SOCK_STATE.get_ptr_mut(&sock.sk) {
+        // SAFETY: valid map value pointer for this program run.
+        Some(state) => unsafe { (*state).tls = 1 },
+        None => {
+            let state = SockState {
+                seq: [0; 4],
+                tls: 1,
+            };
+            let _ = SOCK_STATE.insert(&sock.sk, &state, 0);
+        }
+    }
 }
 
-/// Drops what is known about a closed socket's TLS connection.
+/// Drops what is known about a closed socket's TLS connection (its `SOCK_STATE` entry, with the
+/// TLS mark, is dropped by the caller).
 #[inline(always)]
 pub(crate) fn forget_socket(sk: u64) {
     // SAFETY: plain lookup of a POD value, copied before the entry is removed.
@@ -181,39 +215,48 @@ pub(crate) fn forget_socket(sk: u64) {
         let _ = SSL_SOCK.remove(&key);
         let _ = SK_SSL.remove(&sk);
     }
-    let _ = TLS_SOCKS.remove(&sk);
 }
 
 /// Called by every socket syscall exit on a TCP socket. If a TLS call is in flight on this thread,
-/// the socket is the one under it: remember that, and return `true` so the caller drops the
-/// ciphertext. Also `true` for any socket already known to carry TLS.
+/// the socket is the one under it: remember that (marking the socket TLS, whose later ciphertext
+/// `emit::payload` then drops), and return `true` so the caller drops this ciphertext.
 #[inline(always)]
 pub(crate) fn on_socket_syscall(pid_tgid: u64, tgid: u32, sk: u64, fd: i32) -> bool {
     let last = SslSock { sk, fd, _pad: 0 };
-    // In place when the thread has an entry: a store instead of an LRU update on every socket
-    // syscall of every process.
-    match LAST_SOCK.get_ptr_mut(&pid_tgid) {
-        // SAFETY: valid map value pointer for this program run.
-        Some(slot) => unsafe { *slot = last },
-        None => {
-            let _ = LAST_SOCK.insert(&pid_tgid, &last, 0);
-        }
-    }
-    if let Some(call) = TLS_INFLIGHT.get_ptr_mut(&pid_tgid) {
-        // SAFETY: valid map value pointer for this program run.
-        let call = unsafe { &mut *call };
-        if call.sk == 0 {
-            call.sk = sk;
-            call.fd = fd;
-        }
-        let key = SslKey {
-            tgid,
-            _pad: 0,
-            ssl: call.ssl,
+    let Some(t) = THREAD_TLS.get_ptr_mut(&pid_tgid) else {
+        let t = ThreadTls {
+            last,
+            call: TlsCall {
+                ssl: 0,
+                buf: 0,
+                out_len: 0,
+                ts_enter_ns: 0,
+                sk: 0,
+                fd: -1,
+                write: 0,
+            },
+            in_call: 0,
         };
-        remember(&key, SslSock { sk, fd, _pad: 0 });
-        return true;
+        let _ = THREAD_TLS.insert(&pid_tgid, &t, 0);
+        return false;
+    };
+    // In place: stores instead of an LRU update on every socket syscall of every process.
+    // SAFETY: valid map value pointer for this program run.
+    let t = unsafe { &mut *t };
+    t.last.sk = sk;
+    t.last.fd = fd;
+    if t.in_call == 0 {
+        return false;
     }
-    // SAFETY: plain lookup.
-    unsafe { TLS_SOCKS.get(&sk) }.is_some()
+    if t.call.sk == 0 {
+        t.call.sk = sk;
+        t.call.fd = fd;
+    }
+    let key = SslKey {
+        tgid,
+        _pad: 0,
+        ssl: t.call.ssl,
+    };
+    remember(&key, last);
+    true
 }
