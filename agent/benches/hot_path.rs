@@ -54,7 +54,7 @@ use agent::{
     },
     ringbuf::{self, Record as RingRecord},
     route::{Patterns, RouteConfig, Router},
-    telemetry::{clock::Clock, export, metrics::Instruments, otlp_encode, semconv, span},
+    telemetry::{clock::Clock, export, metrics::RedTable, otlp_encode, semconv, span},
 };
 use agent_common::{
     event::{AF_INET, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT},
@@ -691,15 +691,55 @@ fn span_build(c: &mut Criterion) {
         });
     });
 
-    let meters = SdkMeterProvider::builder()
-        .with_reader(ManualReader::builder().build())
-        .build();
-    let instruments = Instruments::new(&meters.meter(semconv::SCOPE_NAME));
+    let mut table = RedTable::default();
     group.bench_function("fields_and_red_metrics/server", |b| {
         b.iter(|| {
             for obs in &server {
                 let fields = span::from_exchange(black_box(&obs.exchange), &clock, Some(ROUTE));
-                instruments.record(&obs.exchange, &fields.attributes);
+                table.record(&obs.exchange, &fields.attributes, fields.end);
+            }
+        });
+    });
+
+    // The same three histograms through the SDK's instruments, which Sonde used before its own
+    // table: the measured reason for the table.
+    let meters = SdkMeterProvider::builder()
+        .with_reader(ManualReader::builder().build())
+        .build();
+    let meter = meters.meter(semconv::SCOPE_NAME);
+    let duration = meter
+        .f64_histogram(semconv::HTTP_SERVER_REQUEST_DURATION)
+        .with_boundaries(semconv::HTTP_DURATION_BOUNDARIES_S.to_vec())
+        .build();
+    let request_body = meter
+        .u64_histogram(semconv::HTTP_SERVER_REQUEST_BODY_SIZE)
+        .build();
+    let response_body = meter
+        .u64_histogram(semconv::HTTP_SERVER_RESPONSE_BODY_SIZE)
+        .build();
+    group.bench_function("fields_and_sdk_histograms/server", |b| {
+        b.iter(|| {
+            for obs in &server {
+                let fields = span::from_exchange(black_box(&obs.exchange), &clock, Some(ROUTE));
+                let attrs: Vec<opentelemetry::KeyValue> = fields
+                    .attributes
+                    .iter()
+                    .filter(|kv| {
+                        matches!(
+                            kv.key.as_str(),
+                            semconv::HTTP_REQUEST_METHOD
+                                | semconv::HTTP_RESPONSE_STATUS_CODE
+                                | semconv::URL_SCHEME
+                                | semconv::NETWORK_PROTOCOL_VERSION
+                                | semconv::ERROR_TYPE
+                                | semconv::HTTP_ROUTE
+                        )
+                    })
+                    .cloned()
+                    .collect();
+                duration.record(0.001, &attrs);
+                request_body.record(0, &attrs);
+                response_body.record(100, &attrs);
             }
         });
     });

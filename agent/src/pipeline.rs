@@ -416,6 +416,9 @@ async fn export_task(
     summary_tick.tick().await;
     let mut summary_since = Instant::now();
     let mut maintenance = tokio::time::interval(MAINTENANCE_PERIOD);
+    let mut metrics_tick = tokio::time::interval(exporter.metrics_interval());
+    metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    metrics_tick.tick().await;
     let mut errors = 0u64;
     loop {
         tokio::select! {
@@ -433,6 +436,7 @@ async fn export_task(
                 }
             }
             _ = maintenance.tick() => exporter.gc(Instant::now(), idle).await,
+            _ = metrics_tick.tick() => exporter.export_metrics(),
             Some(reply) = scrapes.recv() => {
                 let _ = reply.send(exporter.render_prometheus());
             }

@@ -125,7 +125,22 @@ fn totals(points: &[Point], service: &str, metric: &str) -> BTreeMap<i64, u64> {
 #[test]
 fn histogram_counts_match_the_requests_exactly() {
     require_root!();
-    let mut w = World::nginx("metrics-red");
+    red_counts_are_exact(World::nginx("metrics-red"));
+}
+
+/// The same over OTLP/HTTP (protobuf `POST /v1/metrics`).
+#[test]
+fn histogram_counts_match_the_requests_exactly_over_otlp_http() {
+    require_root!();
+    red_counts_are_exact(World::start(
+        "metrics-red-http",
+        Peer::Nginx,
+        Via::SinkHttpProtobuf,
+        Watch::Server,
+    ));
+}
+
+fn red_counts_are_exact(mut w: World) {
     let mut urls = Vec::new();
     for _ in 0..5 {
         urls.push(w.server.url("/index.html"));

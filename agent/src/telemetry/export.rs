@@ -5,11 +5,15 @@
 //! its first exchange, shut down after `idle` without one), with a batch span processor running as
 //! a tokio task (not a thread per process). OTLP/gRPC providers share one tonic channel (one
 //! HTTP/2 connection to the collector). The SDK reads `OTEL_BSP_*` and `OTEL_TRACES_SAMPLER*`.
+//!
+//! RED metrics: each process also gets its own table ([`super::metrics::RedTable`]), exported
+//! every `OTEL_METRIC_EXPORT_INTERVAL` over OTLP ([`super::metrics_export`], in a task of its own),
+//! once more when the process goes idle or the agent stops, and rendered on `/metrics`.
 
 use std::{
     collections::HashMap,
     sync::{atomic::Ordering, Arc},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use opentelemetry::{
@@ -29,7 +33,8 @@ use tokio::sync::watch;
 use super::{
     clock::Clock,
     console::ConsoleExporter,
-    metrics::Instruments,
+    metrics::RedTable,
+    metrics_export::{self, MetricsExporter, ProcessResource, Temporality},
     otlp_grpc::GrpcSpanExporter,
     prometheus::{self, SharedReader},
     self_telemetry::{self, ExportCounters, Snapshot},
@@ -82,14 +87,22 @@ struct Service {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
     /// RED metrics of this process (when exported over OTLP or to Prometheus).
-    metrics: Option<Meters>,
+    red: Option<Red>,
     last_used: Instant,
 }
 
-/// A process's meters.
+/// A process's RED table with its resource in the two forms its readers need.
+struct Red {
+    table: RedTable,
+    /// For the Prometheus exposition (`job`, `instance`, `target_info`).
+    resource: Resource,
+    /// For OTLP.
+    otlp_resource: ProcessResource,
+}
+
+/// The agent's own meters (self-telemetry, through the SDK).
 struct Meters {
     provider: SdkMeterProvider,
-    instruments: Instruments,
     /// Pull reader for `/metrics`, with the resource it reports.
     scrape: Option<(Resource, SharedReader)>,
 }
@@ -109,6 +122,12 @@ pub struct Exporter {
     services: HashMap<Arc<ProcessInfo>, Service>,
     /// The agent's own meters (self-telemetry), when metrics are exported.
     agent: Option<Meters>,
+    /// Where RED metrics go over OTLP, if they do.
+    metrics_exporter: Option<MetricsExporter>,
+    /// RED export period (`OTEL_METRIC_EXPORT_INTERVAL`).
+    metrics_interval: Duration,
+    /// RED export temporality (`OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`).
+    temporality: Temporality,
     /// Counters the self-telemetry reads.
     counters: Arc<ExportCounters>,
     /// The console's RED table (console export only).
@@ -156,10 +175,33 @@ impl Exporter {
             }
             _ => (None, None),
         };
+        let metrics_exporter = match (&export, &metrics_channel) {
+            (
+                Export::Otlp {
+                    protocol: OtlpProtocol::Grpc,
+                    timeout,
+                    ..
+                },
+                Some(channel),
+            ) => Some(MetricsExporter::grpc(channel.clone(), *timeout)),
+            (
+                Export::Otlp {
+                    metrics_endpoint: Some(endpoint),
+                    protocol: OtlpProtocol::HttpProtobuf,
+                    timeout,
+                    ..
+                },
+                _,
+            ) => Some(MetricsExporter::http(endpoint.clone(), *timeout)),
+            _ => None,
+        };
         let mut exporter = Self {
             export,
             channel,
             metrics_channel,
+            metrics_exporter,
+            metrics_interval: metrics_export::interval_from_env(),
+            temporality: Temporality::from_env(),
             prometheus,
             span_queue,
             router,
@@ -247,17 +289,21 @@ impl Exporter {
         };
         let provider = builder.build();
         let tracer = provider.tracer(semconv::SCOPE_NAME);
-        let metrics = self.new_meter(resource)?;
+        let red = (self.metrics_exporter.is_some() || self.prometheus).then(|| Red {
+            table: RedTable::default(),
+            otlp_resource: ProcessResource::from(&resource),
+            resource,
+        });
         Ok(Service {
             provider,
             tracer,
-            metrics,
+            red,
             last_used: Instant::now(),
         })
     }
 
-    /// The process's meter provider, instruments and scrape reader, when metrics are exported
-    /// over OTLP and/or served to Prometheus.
+    /// The agent's meter provider and scrape reader, when metrics are exported over OTLP and/or
+    /// served to Prometheus.
     fn new_meter(&self, resource: Resource) -> Result<Option<Meters>, ExportError> {
         let otlp = match &self.export {
             Export::Otlp {
@@ -298,24 +344,46 @@ impl Exporter {
             builder = builder.with_reader(reader.clone());
         }
         let provider = builder.build();
-        let instruments = Instruments::new(&provider.meter(semconv::SCOPE_NAME));
         Ok(Some(Meters {
             provider,
-            instruments,
             scrape: scrape.map(|r| (resource, r)),
         }))
     }
 
-    /// The Prometheus exposition of every live process's metrics.
+    /// The Prometheus exposition of every live process's RED metrics and the agent's own.
     pub fn render_prometheus(&self) -> String {
-        let sources: Vec<_> = self
+        let tables: Vec<(&Resource, &RedTable)> = if self.prometheus {
+            self.services
+                .values()
+                .filter_map(|s| s.red.as_ref())
+                .map(|r| (&r.resource, &r.table))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let readers: Vec<_> = self.agent.iter().filter_map(|m| m.scrape.clone()).collect();
+        prometheus::render(&tables, &readers)
+    }
+
+    /// How often [`Self::export_metrics`] should run.
+    pub fn metrics_interval(&self) -> Duration {
+        self.metrics_interval
+    }
+
+    /// Exports every live process's RED metrics over OTLP (cumulative), in a task of its own so
+    /// that the caller never waits for the collector. Nothing happens without an OTLP metrics
+    /// endpoint or without data.
+    pub fn export_metrics(&mut self) {
+        let Some(exporter) = &self.metrics_exporter else {
+            return;
+        };
+        let tables = self
             .services
-            .values()
-            .filter_map(|s| s.metrics.as_ref())
-            .chain(&self.agent)
-            .filter_map(|m| m.scrape.clone())
-            .collect();
-        prometheus::render(&sources)
+            .values_mut()
+            .filter_map(|s| s.red.as_mut())
+            .map(|r| (&r.otlp_resource, &mut r.table));
+        let body = metrics_export::encode_request(tables, SystemTime::now(), self.temporality);
+        spawn_metrics_export(exporter, &self.counters, body);
     }
 
     /// Records the span of one exchange.
@@ -341,8 +409,9 @@ impl Exporter {
             (ExchangeKind::Http(_), _) | (ExchangeKind::Rpc(_), _) => None,
         };
         let fields = span::from_exchange(&obs.exchange, &self.clock, route.as_deref());
-        if let Some(m) = &service.metrics {
-            m.instruments.record(&obs.exchange, &fields.attributes);
+        if let Some(red) = &mut service.red {
+            red.table
+                .record(&obs.exchange, &fields.attributes, fields.end);
         }
         if let Some(summary) = &mut self.summary {
             let role = obs.exchange.conn.role;
@@ -375,11 +444,22 @@ impl Exporter {
             .filter(|(_, s)| now.duration_since(s.last_used) >= idle)
             .map(|(k, _)| Arc::clone(k))
             .collect();
+        let mut gone = Vec::new();
         for key in stale {
-            if let Some(s) = self.services.remove(&key) {
+            if let Some(mut s) = self.services.remove(&key) {
                 self.router.forget_service(u64::from(key.tgid));
+                gone.extend(s.red.take());
                 shutdown(s).await;
             }
+        }
+        // Their last totals, since the previous periodic export.
+        if let Some(exporter) = &self.metrics_exporter {
+            let body = metrics_export::encode_request(
+                gone.iter_mut().map(|r| (&r.otlp_resource, &mut r.table)),
+                SystemTime::now(),
+                self.temporality,
+            );
+            spawn_metrics_export(exporter, &self.counters, body);
         }
     }
 
@@ -399,8 +479,21 @@ impl Exporter {
         self.counters.spans_failed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Flushes and shuts down every provider.
+    /// Flushes and shuts down every provider, and exports the RED metrics one last time.
     pub async fn shutdown(mut self) {
+        if let Some(exporter) = &self.metrics_exporter {
+            let body = metrics_export::encode_request(
+                self.services
+                    .values_mut()
+                    .filter_map(|s| s.red.as_mut())
+                    .map(|r| (&r.otlp_resource, &mut r.table)),
+                SystemTime::now(),
+                self.temporality,
+            );
+            if let Some(last) = spawn_metrics_export(exporter, &self.counters, body) {
+                let _ = last.await;
+            }
+        }
         if let Some(agent) = self.agent.take() {
             let _ = tokio::task::spawn_blocking(move || agent.provider.shutdown()).await;
         }
@@ -410,27 +503,42 @@ impl Exporter {
     }
 }
 
+/// Sends an encoded RED metrics request (if any) in a task of its own, counting the outcome.
+fn spawn_metrics_export(
+    exporter: &MetricsExporter,
+    counters: &Arc<ExportCounters>,
+    body: Option<Vec<u8>>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let body = body?;
+    let exporter = exporter.clone();
+    let counters = Arc::clone(counters);
+    Some(tokio::spawn(async move {
+        match exporter.export(body).await {
+            Ok(()) => {
+                counters.metric_exports.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let failed = counters
+                    .metric_exports_failed
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                if failed == 1 || failed.is_power_of_two() {
+                    tracing::warn!(error = %e, failed, "RED metrics export failed");
+                }
+            }
+        }
+    }))
+}
+
 /// The SDK's shutdown blocks the calling thread until the batch task answers, so it runs on the
 /// blocking pool while the batch and reader tasks keep running on the runtime. Metrics are
 /// collected and exported one last time.
 async fn shutdown(service: Service) {
-    let Service {
-        provider, metrics, ..
-    } = service;
-    let result = tokio::task::spawn_blocking(move || {
-        let spans = provider.shutdown();
-        let metrics = metrics.map(|m| m.provider.shutdown()).transpose();
-        (spans, metrics)
-    })
-    .await;
-    match result {
-        Ok((spans, metrics)) => {
-            if let Err(e) = spans {
-                tracing::warn!(error = %e, "span provider shutdown failed; unexported spans were lost");
-            }
-            if let Err(e) = metrics {
-                tracing::warn!(error = %e, "meter provider shutdown failed; the last metrics were lost");
-            }
+    let Service { provider, .. } = service;
+    match tokio::task::spawn_blocking(move || provider.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "span provider shutdown failed; unexported spans were lost");
         }
         Err(e) => tracing::warn!(error = %e, "provider shutdown task failed"),
     }

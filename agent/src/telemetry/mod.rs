@@ -4,7 +4,8 @@
 //! - [`clock`]: kernel monotonic time → wall-clock time, converted once here.
 //! - [`span`]: the pure mapping from an [`crate::exchange::Exchange`] to span fields (HTTP family);
 //!   [`rpc`]: the RPC family's names, attributes and status rule.
-//! - [`metrics`]: the RED histograms each exchange is recorded in.
+//! - [`metrics`]: the RED histograms each exchange is recorded in (Sonde's own table per process);
+//!   [`metrics_export`]: their OTLP export.
 //! - [`prometheus`]: their Prometheus text exposition; [`scrape`]: the HTTP endpoint serving it.
 //! - [`self_telemetry`]: the agent's own counters, on the same pipes.
 //! - [`summary`]: the console's periodic RED table.
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod console;
 pub mod export;
 pub mod metrics;
+pub mod metrics_export;
 pub mod otlp_encode;
 pub mod otlp_grpc;
 pub mod prometheus;

@@ -17,6 +17,7 @@
 
 use std::{
     fmt,
+    marker::PhantomData,
     time::{Duration, Instant},
 };
 
@@ -73,46 +74,13 @@ impl fmt::Debug for GrpcSpanExporter {
 impl GrpcSpanExporter {
     /// An exporter on `channel` whose exports give up after `timeout` (retries included).
     pub fn new(channel: Channel, timeout: Duration) -> Self {
-        let headers = [
-            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-            "OTEL_EXPORTER_OTLP_HEADERS",
-        ]
-        .iter()
-        .find_map(|name| std::env::var(name).ok())
-        .map(|v| parse_headers(&v))
-        .unwrap_or_default();
         Self {
             channel,
             timeout,
-            headers,
+            headers: headers_from_env("OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
             resource: ResourceAttributesWithSchema::default(),
             resource_bytes: Vec::new(),
         }
-    }
-
-    /// One `Export` call of the encoded `body`, cut at `deadline`.
-    async fn send(
-        &self,
-        body: Bytes,
-        deadline: Instant,
-    ) -> Result<ExportTraceServiceResponse, Status> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let call = async {
-            let mut grpc = Grpc::new(self.channel.clone());
-            grpc.ready()
-                .await
-                .map_err(|e| Status::unavailable(format!("collector not reachable: {e}")))?;
-            let mut request = tonic::Request::new(body);
-            *request.metadata_mut() = self.headers.clone();
-            request.set_timeout(left);
-            let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
-            grpc.unary(request, path, RawCodec)
-                .await
-                .map(tonic::Response::into_inner)
-        };
-        tokio::time::timeout(left, call)
-            .await
-            .unwrap_or_else(|_| Err(Status::deadline_exceeded("OTLP export timed out")))
     }
 }
 
@@ -129,32 +97,22 @@ impl SpanExporter for GrpcSpanExporter {
                 .encode_to_vec(),
             ),
         };
-        let mut delay = FIRST_RETRY_DELAY;
-        loop {
-            match self.send(body.clone(), deadline).await {
-                Ok(response) => {
-                    if let Some(partial) = response.partial_success {
-                        if partial.rejected_spans > 0 || !partial.error_message.is_empty() {
-                            tracing::debug!(
-                                rejected = partial.rejected_spans,
-                                message = partial.error_message,
-                                "the collector rejected part of a span batch"
-                            );
-                        }
-                    }
-                    return Ok(());
-                }
-                Err(status) if retryable(status.code()) && Instant::now() + delay < deadline => {
-                    tokio::time::sleep(delay).await;
-                    delay = delay.saturating_mul(2);
-                }
-                Err(status) => {
-                    return Err(OTelSdkError::InternalFailure(format!(
-                        "OTLP/gRPC span export failed: {status}"
-                    )))
-                }
+        let response: ExportTraceServiceResponse =
+            export(&self.channel, EXPORT_PATH, &self.headers, body, deadline)
+                .await
+                .map_err(|status| {
+                    OTelSdkError::InternalFailure(format!("OTLP/gRPC span export failed: {status}"))
+                })?;
+        if let Some(partial) = response.partial_success {
+            if partial.rejected_spans > 0 || !partial.error_message.is_empty() {
+                tracing::debug!(
+                    rejected = partial.rejected_spans,
+                    message = partial.error_message,
+                    "the collector rejected part of a span batch"
+                );
             }
         }
+        Ok(())
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -166,6 +124,74 @@ impl SpanExporter for GrpcSpanExporter {
         }
         .encode_to_vec();
     }
+}
+
+/// The OTLP `Export` call at `path` with the encoded request `body`, retried (see the module
+/// docs) until `deadline`; `M` is the service's response message.
+///
+/// # Errors
+/// The last call's status: not retryable, or out of time.
+pub(crate) async fn export<M>(
+    channel: &Channel,
+    path: &'static str,
+    headers: &MetadataMap,
+    body: Bytes,
+    deadline: Instant,
+) -> Result<M, Status>
+where
+    M: prost::Message + Default + Send + 'static,
+{
+    let mut delay = FIRST_RETRY_DELAY;
+    loop {
+        match send(channel, path, headers, body.clone(), deadline).await {
+            Ok(response) => return Ok(response),
+            Err(status) if retryable(status.code()) && Instant::now() + delay < deadline => {
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2);
+            }
+            Err(status) => return Err(status),
+        }
+    }
+}
+
+/// One call of `path` with the encoded `body`, cut at `deadline`.
+async fn send<M>(
+    channel: &Channel,
+    path: &'static str,
+    headers: &MetadataMap,
+    body: Bytes,
+    deadline: Instant,
+) -> Result<M, Status>
+where
+    M: prost::Message + Default + Send + 'static,
+{
+    let left = deadline.saturating_duration_since(Instant::now());
+    let call = async {
+        let mut grpc = Grpc::new(channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("collector not reachable: {e}")))?;
+        let mut request = tonic::Request::new(body);
+        *request.metadata_mut() = headers.clone();
+        request.set_timeout(left);
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+        grpc.unary(request, path, RawCodec::<M>::default())
+            .await
+            .map(tonic::Response::into_inner)
+    };
+    tokio::time::timeout(left, call)
+        .await
+        .unwrap_or_else(|_| Err(Status::deadline_exceeded("OTLP export timed out")))
+}
+
+/// Headers from the signal's variable (`OTEL_EXPORTER_OTLP_{TRACES,METRICS}_HEADERS`), else
+/// `OTEL_EXPORTER_OTLP_HEADERS`, as the SDK's exporters read them.
+pub(crate) fn headers_from_env(signal_var: &str) -> MetadataMap {
+    [signal_var, "OTEL_EXPORTER_OTLP_HEADERS"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok())
+        .map(|v| parse_headers(&v))
+        .unwrap_or_default()
 }
 
 /// The OTLP specification's retryable gRPC codes (`otlp.md`, "Failures").
@@ -225,15 +251,29 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Sends an already encoded request, decodes the protobuf response.
-#[derive(Clone, Copy, Debug, Default)]
-struct RawCodec;
+/// Sends an already encoded request, decodes the protobuf response `M`.
+#[derive(Debug)]
+struct RawCodec<M>(PhantomData<fn() -> M>);
 
-impl Codec for RawCodec {
+impl<M> Default for RawCodec<M> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<M> Clone for RawCodec<M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<M> Copy for RawCodec<M> {}
+
+impl<M: prost::Message + Default + Send + 'static> Codec for RawCodec<M> {
     type Encode = Bytes;
-    type Decode = ExportTraceServiceResponse;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
+    type Decode = M;
+    type Encoder = Self;
+    type Decoder = Self;
 
     fn encoder(&mut self) -> Self::Encoder {
         *self
@@ -244,7 +284,7 @@ impl Codec for RawCodec {
     }
 }
 
-impl Encoder for RawCodec {
+impl<M: Send + 'static> Encoder for RawCodec<M> {
     type Item = Bytes;
     type Error = Status;
 
@@ -254,14 +294,14 @@ impl Encoder for RawCodec {
     }
 }
 
-impl Decoder for RawCodec {
-    type Item = ExportTraceServiceResponse;
+impl<M: prost::Message + Default + Send + 'static> Decoder for RawCodec<M> {
+    type Item = M;
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-        ExportTraceServiceResponse::decode(src)
+        M::decode(src)
             .map(Some)
-            .map_err(|e| Status::internal(format!("bad ExportTraceServiceResponse: {e}")))
+            .map_err(|e| Status::internal(format!("bad OTLP export response: {e}")))
     }
 }
 

@@ -8,8 +8,9 @@
 //! - resource identity: `job` = `service.name`, `instance` = `<host.name>:<process.pid>` on every
 //!   series, and one `target_info` gauge per process carrying the other resource attributes.
 //!
-//! Input: a pull reader per process (an SDK `ManualReader`, cumulative) with that process's
-//! `Resource`. Output: one text body; each metric family's `# HELP`/`# TYPE` appears once.
+//! Input: the RED table of each process ([`super::metrics`], cumulative) with that process's
+//! `Resource`, and pull readers (an SDK `ManualReader`) for the agent's own metrics. Output: one
+//! text body; each metric family's `# HELP`/`# TYPE` appears once.
 
 use std::{
     collections::BTreeMap,
@@ -29,7 +30,10 @@ use opentelemetry_sdk::{
     Resource,
 };
 
-use super::semconv;
+use super::{
+    metrics::{Instrument, RedTable},
+    semconv,
+};
 
 /// A `ManualReader` that the meter provider and the scrape handler share.
 #[derive(Debug, Clone, Default)]
@@ -150,30 +154,59 @@ struct Family {
     lines: Vec<String>,
 }
 
-/// Collects every reader and renders the exposition.
-pub fn render(sources: &[(Resource, SharedReader)]) -> String {
+/// The `job`/`instance` labels of a process, after pushing its `target_info` line.
+fn process_labels(resource: &Resource, target_info: &mut Vec<String>) -> Vec<(String, String)> {
+    let (job, instance) = identity(resource);
+    let base = vec![("job".to_owned(), job), ("instance".to_owned(), instance)];
+    let mut resource_attrs: Vec<KeyValue> = resource
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "service.name"))
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    resource_attrs.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
+    target_info.push(format!(
+        "target_info{} 1",
+        labels(&base, &resource_attrs, None)
+    ));
+    base
+}
+
+/// Renders the exposition of the processes' RED `tables` and of the SDK `readers`.
+pub fn render(tables: &[(&Resource, &RedTable)], readers: &[(Resource, SharedReader)]) -> String {
     let mut families: BTreeMap<String, Family> = BTreeMap::new();
     let mut target_info = Vec::new();
-    for (resource, reader) in sources {
+    for (resource, table) in tables {
+        let base = process_labels(resource, &mut target_info);
+        for instrument in Instrument::ALL {
+            let name = metric_name(instrument.name(), instrument.unit());
+            let family = families.entry(name.clone()).or_default();
+            family.help = instrument.description().to_owned();
+            family.kind = "histogram";
+            for series in table.series() {
+                let Some(h) = series.histogram(instrument).filter(|h| h.count > 0) else {
+                    continue;
+                };
+                histogram_point(
+                    &mut family.lines,
+                    &name,
+                    &base,
+                    &series.attributes,
+                    HistogramPoint {
+                        bounds: instrument.bounds(),
+                        counts: &h.counts,
+                        sum: h.sum,
+                        count: h.count,
+                    },
+                );
+            }
+        }
+    }
+    for (resource, reader) in readers {
         let mut rm = ResourceMetrics::default();
         if reader.collect(&mut rm).is_err() {
             continue;
         }
-        let (job, instance) = identity(resource);
-        let base = vec![
-            ("job".to_owned(), job.clone()),
-            ("instance".to_owned(), instance.clone()),
-        ];
-        let mut resource_attrs: Vec<KeyValue> = resource
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "service.name"))
-            .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-            .collect();
-        resource_attrs.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
-        target_info.push(format!(
-            "target_info{} 1",
-            labels(&base, &resource_attrs, None)
-        ));
+        let base = process_labels(resource, &mut target_info);
         for scope in rm.scope_metrics() {
             for metric in scope.metrics() {
                 let name = metric_name(metric.name(), metric.unit());
@@ -245,8 +278,44 @@ pub fn render(sources: &[(Resource, SharedReader)]) -> String {
     out
 }
 
-/// The `_bucket` (cumulative, `le` up to `+Inf`), `_sum` and `_count` lines of every data point
-/// of `h`; `to_f64` converts its sums.
+/// One histogram data point's numbers.
+struct HistogramPoint<'a> {
+    bounds: &'a [f64],
+    counts: &'a [u64],
+    sum: f64,
+    count: u64,
+}
+
+/// The `_bucket` (cumulative, `le` up to `+Inf`), `_sum` and `_count` lines of one data point.
+fn histogram_point(
+    lines: &mut Vec<String>,
+    name: &str,
+    base: &[(String, String)],
+    attrs: &[KeyValue],
+    p: HistogramPoint<'_>,
+) {
+    let mut cumulative = 0u64;
+    for (i, c) in p.counts.iter().enumerate() {
+        cumulative += c;
+        let le = p.bounds.get(i).copied().unwrap_or(f64::INFINITY);
+        lines.push(format!(
+            "{name}_bucket{} {cumulative}",
+            labels(base, attrs, Some(("le", &num(le))))
+        ));
+    }
+    lines.push(format!(
+        "{name}_sum{} {}",
+        labels(base, attrs, None),
+        num(p.sum)
+    ));
+    lines.push(format!(
+        "{name}_count{} {}",
+        labels(base, attrs, None),
+        p.count
+    ));
+}
+
+/// [`histogram_point`] for every data point of an SDK histogram; `to_f64` converts its sums.
 fn histogram_lines<T: Copy>(
     lines: &mut Vec<String>,
     name: &str,
@@ -257,25 +326,19 @@ fn histogram_lines<T: Copy>(
     for dp in h.data_points() {
         let attrs: Vec<KeyValue> = dp.attributes().cloned().collect();
         let bounds: Vec<f64> = dp.bounds().collect();
-        let mut cumulative = 0u64;
-        for (i, c) in dp.bucket_counts().enumerate() {
-            cumulative += c;
-            let le = bounds.get(i).copied().unwrap_or(f64::INFINITY);
-            lines.push(format!(
-                "{name}_bucket{} {cumulative}",
-                labels(base, &attrs, Some(("le", &num(le))))
-            ));
-        }
-        lines.push(format!(
-            "{name}_sum{} {}",
-            labels(base, &attrs, None),
-            num(to_f64(dp.sum()))
-        ));
-        lines.push(format!(
-            "{name}_count{} {}",
-            labels(base, &attrs, None),
-            dp.count()
-        ));
+        let counts: Vec<u64> = dp.bucket_counts().collect();
+        histogram_point(
+            lines,
+            name,
+            base,
+            &attrs,
+            HistogramPoint {
+                bounds: &bounds,
+                counts: &counts,
+                sum: to_f64(dp.sum()),
+                count: dp.count(),
+            },
+        );
     }
 }
 
@@ -284,6 +347,63 @@ mod tests {
     use super::*;
     use opentelemetry::metrics::MeterProvider as _;
     use opentelemetry_sdk::metrics::SdkMeterProvider;
+
+    #[test]
+    fn renders_a_red_table_with_its_process_identity() {
+        use crate::exchange::{ConnInfo, Exchange, ExchangeKind, HttpExchange, HttpVersion, Role};
+        let http = HttpExchange {
+            method: "GET".into(),
+            path: "/".into(),
+            version: HttpVersion::Http11,
+            host: None,
+            user_agent: None,
+            traceparent: None,
+            status: 200,
+            request_body_bytes: None,
+            response_body_bytes: Some(7),
+        };
+        let ex = Exchange {
+            conn: ConnInfo {
+                role: Role::Server,
+                local: "127.0.0.1:80".parse().unwrap(),
+                peer: "127.0.0.1:5000".parse().unwrap(),
+                tgid: 42,
+                tls: false,
+            },
+            start_ns: 0,
+            end_ns: 50_000_000,
+            kind: ExchangeKind::Http(http.clone()),
+        };
+        let mut table = RedTable::default();
+        let attrs = super::super::span::http_attributes(&ex, &http, None);
+        table.record(&ex, &attrs, std::time::SystemTime::now());
+        table.record(&ex, &attrs, std::time::SystemTime::now());
+        let resource = Resource::builder_empty()
+            .with_attributes([
+                KeyValue::new("service.name", "nginx"),
+                KeyValue::new("host.name", "h1"),
+                KeyValue::new("process.pid", 42),
+            ])
+            .build();
+        let text = render(&[(&resource, &table)], &[]);
+        let l = "job=\"nginx\",instance=\"h1:42\",http_request_method=\"GET\",http_response_status_code=\"200\",network_protocol_version=\"1.1\",url_scheme=\"http\"";
+        for want in [
+            format!("http_server_request_duration_seconds_bucket{{{l},le=\"0.025\"}} 0"),
+            format!("http_server_request_duration_seconds_bucket{{{l},le=\"0.05\"}} 2"),
+            format!("http_server_request_duration_seconds_count{{{l}}} 2"),
+            format!("http_server_request_duration_seconds_sum{{{l}}} 0.1"),
+            format!("http_server_response_body_size_bytes_sum{{{l}}} 14"),
+            "# TYPE http_server_response_body_size_bytes histogram".to_owned(),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
+        // No request body was seen: no request-body series, and no client families.
+        assert!(
+            !text.contains("http_server_request_body_size_bytes_count"),
+            "{text}"
+        );
+        assert!(!text.contains("# TYPE http_client"), "{text}");
+    }
 
     #[test]
     fn names_follow_the_otel_prometheus_rules() {
@@ -327,7 +447,7 @@ mod tests {
         h.record(0.05, &attrs);
         h.record(0.5, &attrs);
         h.record(5.0, &attrs);
-        let text = render(&[(resource, reader)]);
+        let text = render(&[], &[(resource, reader)]);
         let l = "job=\"nginx\",instance=\"h1:42\",http_response_status_code=\"200\"";
         for want in [
             "# TYPE http_server_request_duration_seconds histogram".to_owned(),

@@ -69,6 +69,11 @@ pub struct ExportCounters {
     pub spans_export_failed: AtomicU64,
     /// Sampled spans dropped because their process's export queue was full.
     pub spans_dropped: AtomicU64,
+    /// RED metrics export requests the OTLP collector accepted.
+    pub metric_exports: AtomicU64,
+    /// RED metrics export requests that failed after retries (the data stays cumulative in the
+    /// table, so the next export carries it).
+    pub metric_exports_failed: AtomicU64,
 }
 
 /// The `event` label of a connection-table counter: its name without the `conn_` prefix the
@@ -210,6 +215,7 @@ pub fn register(meter: &Meter, snapshots: watch::Receiver<Snapshot>, export: Arc
         .with_description("Connections tracked.")
         .with_callback(move |o| o.observe(rx.borrow().connections, &[]))
         .build();
+    let metrics = Arc::clone(&export);
     meter
         .u64_observable_counter("sonde.spans")
         .with_description("Spans handed to the SDK, or dropped before it.")
@@ -233,6 +239,20 @@ pub fn register(meter: &Meter, snapshots: watch::Receiver<Snapshot>, export: Arc
             o.observe(
                 export.spans_dropped.load(Ordering::Relaxed),
                 &[KeyValue::new("outcome", "dropped")],
+            );
+        })
+        .build();
+    meter
+        .u64_observable_counter("sonde.metric_exports")
+        .with_description("OTLP export requests of the RED metrics, by outcome.")
+        .with_callback(move |o| {
+            o.observe(
+                metrics.metric_exports.load(Ordering::Relaxed),
+                &[KeyValue::new("outcome", "exported")],
+            );
+            o.observe(
+                metrics.metric_exports_failed.load(Ordering::Relaxed),
+                &[KeyValue::new("outcome", "failed")],
             );
         })
         .build();
