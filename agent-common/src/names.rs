@@ -27,8 +27,8 @@ pub const MAP_SOCK_CAPTURE: &str = "SOCK_CAPTURE";
 pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
 /// Global: field offsets of the `sock:*` tracepoints, read from tracefs at load time.
 pub const GLOBAL_TP_LAYOUT: &str = "TP_LAYOUT";
-/// Global: ring buffer fill level (bytes) from which a record wakes the reader; below it the
-/// reader drains on its own timer, so a busy host does not pay one wakeup per record.
+/// Global: ring buffer fill level (bytes) whose crossing wakes the reader; otherwise the reader
+/// drains on its own timer, so a busy host does not pay one wakeup per record.
 pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 /// Global: payload bytes to capture per syscall (`<= MAX_CAPTURE_BYTES`).
 pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";

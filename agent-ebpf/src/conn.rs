@@ -113,7 +113,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         }
     }
     slot.write(ev);
-    slot.submit(wakeup_flags());
+    slot.submit(wakeup_flags(size_of::<ConnEvent>() as u64));
     count(PROGRAM_INET_SOCK_SET_STATE, Stat::ConnEvents, 1);
     0
 }

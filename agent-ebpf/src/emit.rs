@@ -287,7 +287,7 @@ pub(crate) fn payload(p: &Payload) {
             core::ptr::addr_of!(EVENTS).cast_mut().cast(),
             scratch.cast(),
             size as u64,
-            wakeup_flags(),
+            wakeup_flags(size as u64),
         )
     };
     if ret == 0 {
