@@ -47,7 +47,7 @@ struct Scenario {
     by_default: bool,
 }
 
-const SCENARIOS: [Scenario; 6] = [
+const SCENARIOS: [Scenario; 7] = [
     Scenario {
         name: "saturation",
         server: Server::Http1,
@@ -86,6 +86,13 @@ const SCENARIOS: [Scenario; 6] = [
         by_default: true,
     },
     Scenario {
+        name: "tls",
+        server: Server::Https,
+        load: Load::Saturation { conns: 50 },
+        about: "The same nginx and file over HTTPS (OpenSSL in nginx and in wrk), as many requests as 50 keep-alive connections carry: the cost of the TLS uprobes, both sides read in plaintext.",
+        by_default: false,
+    },
+    Scenario {
         name: "h2c",
         server: Server::H2c,
         load: Load::Streams {
@@ -111,9 +118,9 @@ const SCENARIOS: [Scenario; 6] = [
 ///
 /// Scenarios (HTTP/1.1 against nginx, run by default): `saturation` (wrk, 50 connections), `1k`
 /// (1,000 req/s over 10 connections), `10k` (10,000 req/s over 100), `10k-1kconns` (10,000 req/s
-/// over 1,000). HTTP/2, run only when named (or with `all`): `h2c` (h2load against nginx, 10
-/// connections × 10 streams) and `grpc-unary` (h2load sending unary calls to a Python grpcio
-/// server, 10 × 10). For each repeat and scenario, one run without the agent, then one with it.
+/// over 1,000). Run only when named (or with `all`): `tls` (wrk over HTTPS against nginx, both
+/// with OpenSSL, 50 connections), `h2c` (h2load against nginx, 10 connections × 10 streams) and
+/// `grpc-unary` (h2load sending unary calls to a Python grpcio server, 10 × 10). For each repeat and scenario, one run without the agent, then one with it.
 /// Reports throughput, p50/p99 latency (not for h2load), agent CPU per request, kernel probe time
 /// per request, agent RSS peak, events lost and spans per request, as min/median/max over the
 /// repeats against the targets. A third run per repeat and scenario starts the agent with
@@ -142,7 +149,7 @@ pub(crate) struct Options {
     #[arg(
         long,
         value_delimiter = ',',
-        value_parser = ["saturation", "1k", "10k", "10k-1kconns", "h2c", "grpc-unary", "all"]
+        value_parser = ["saturation", "1k", "10k", "10k-1kconns", "tls", "h2c", "grpc-unary", "all"]
     )]
     scenario: Vec<String>,
     /// Load generator for the fixed-rate scenarios.
@@ -268,7 +275,7 @@ pub(crate) fn bench(opts: &Options) -> Result<()> {
         }
         warmed.push(scenario.server);
         let load = match scenario.server {
-            Server::Http1 => Load::Saturation { conns: 50 },
+            Server::Http1 | Server::Https => Load::Saturation { conns: 50 },
             Server::H2c | Server::Grpc => scenario.load,
         };
         let (_, target) = servers.endpoint(scenario.server)?;

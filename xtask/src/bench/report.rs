@@ -222,10 +222,11 @@ pub(super) fn markdown(
         config.repeats,
         config.duration_secs,
         super::nginx::BODY_BYTES,
-        if ran(runs, Server::H2c) {
-            "; HTTP/1.1 and h2c (prior knowledge) on two ports"
-        } else {
-            ""
+        match (ran(runs, Server::H2c), ran(runs, Server::Https)) {
+            (true, true) => "; HTTP/1.1, HTTPS (OpenSSL, self-signed RSA 2048 certificate) and h2c (prior knowledge) on three ports",
+            (false, true) => "; HTTP/1.1 and HTTPS (OpenSSL, self-signed RSA 2048 certificate) on two ports",
+            (true, false) => "; HTTP/1.1 and h2c (prior knowledge) on two ports",
+            (false, false) => "",
         }
     );
     if !machine.other_agents.is_empty() {
@@ -304,7 +305,7 @@ pub(super) fn markdown(
     let _ = writeln!(md, "- Throughput and latency are the load generator's. wrk and oha report latency in µs, hey in steps of 100 µs: too coarse for the 10 µs goal, so the added p50 is `unresolved` unless it exceeds the goal by more than a step. h2load (h2c, gRPC) prints no percentiles, and its per-request log would add a `write` per request, so those scenarios have no latency rows.");
     let _ = writeln!(md, "- Agent CPU: the agent's process CPU clock (all threads, user + system) from just before the load until its span count stopped growing (it had processed the load), divided by the requests sent. The export of the last partial batch, sent later on the SDK's 5 s timer, is not included. The user/system split comes from `/proc/<tgid>/stat` (10 ms ticks).");
     let _ = writeln!(md, "- Kernel probe time: the `run_time_ns` and `run_cnt` of every BPF program the agent holds (its `/proc/<tgid>/fdinfo`), over the load window, with `BPF_ENABLE_STATS` on during the runs with the agent (as `kernel.bpf_stats_enabled=1`; the statistics themselves add about two clock reads per program run). The floor runs start the agent with `--floor`: the same programs attached at the same hooks, each returning at once, so their probe time is the physical cost of the attach points; `kernel probe time / floor` divides the two.");
-    let _ = writeln!(md, "- Spans per request: both sides are plaintext, so each request or gRPC call should give 2 spans (SERVER in nginx or the gRPC server, CLIENT in the load generator). Requests cut off at the end of a run are seen by the agent but not counted by the load generator (h2load: up to connections × streams of them).");
+    let _ = writeln!(md, "- Spans per request: each request or gRPC call should give 2 spans (SERVER in nginx or the gRPC server, CLIENT in the load generator): in clear text from the socket hooks, over HTTPS from the OpenSSL uprobes in nginx and wrk. Requests cut off at the end of a run are seen by the agent but not counted by the load generator (h2load: up to connections × streams of them).");
     let _ = writeln!(md, "- {} cores: the load generator, the server and the agent compete for them, so at saturation any CPU the agent takes is throughput lost.", machine.cores);
     md
 }
@@ -318,6 +319,7 @@ fn ran(runs: &[Run], server: Server) -> bool {
 fn loads_described(runs: &[Run]) -> String {
     let loads: Vec<&str> = [
         (Server::Http1, "HTTP/1.1 against nginx"),
+        (Server::Https, "HTTPS (HTTP/1.1 over OpenSSL) against nginx"),
         (Server::H2c, "h2c against nginx"),
         (Server::Grpc, "unary gRPC against a Python grpcio server"),
     ]

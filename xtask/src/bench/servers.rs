@@ -1,4 +1,4 @@
-//! The servers under load, started once for the whole benchmark: nginx (HTTP/1.1 and h2c, always)
+//! The servers under load, started once for the whole benchmark: nginx (HTTP/1.1, h2c and HTTPS, always)
 //! and the gRPC server (only when a gRPC scenario runs), and what a scenario's load targets on
 //! each: the port the agent traces and the requests.
 
@@ -15,6 +15,8 @@ pub(super) enum Server {
     Http1,
     /// nginx over h2c (prior knowledge): GET of the same file.
     H2c,
+    /// nginx over HTTPS (HTTP/1.1 over TLS, OpenSSL on both sides): GET of the same file.
+    Https,
     /// The Python grpcio server over h2c: unary echo calls.
     Grpc,
 }
@@ -42,6 +44,7 @@ impl Servers {
         Ok(match server {
             Server::Http1 => (self.nginx.port, get(self.nginx.url())),
             Server::H2c => (self.nginx.h2c_port, get(self.nginx.h2c_url())),
+            Server::Https => (self.nginx.tls_port, get(self.nginx.tls_url())),
             Server::Grpc => {
                 let grpc = self
                     .grpc
