@@ -331,7 +331,8 @@ impl ConnTable {
             // offsets).
             info.tls = true;
             *proto = Proto::detecting(*from_start);
-            *next_seq = [None; 2];
+            // The plaintext streams are numbered from 0 too.
+            *next_seq = [Some(0); 2];
             self.stats.add("conn_tls", 1);
         }
         if matches!(proto, Proto::Opaque) || tls != info.tls {
@@ -441,14 +442,12 @@ impl ConnTable {
             self.stats.add("conn_filtered", 1);
             return State::Ignored;
         }
-        // The kernel numbers a socket's bytes from its first record, so on a connection seen
-        // opening, a first record past offset 0 already reveals a loss.
-        let (role, local, peer, first_seq) = match self.opened.remove(&h.sk) {
-            Some(o) => (o.role, o.local, o.peer, Some(0)),
+        let (role, local, peer, from_start) = match self.opened.remove(&h.sk) {
+            Some(o) => (o.role, o.local, o.peer, true),
             None => match self.resolver.resolve(h.tgid, h.fd, now) {
                 Ok(r) => {
                     self.stats.add("conn_resolved_from_proc", 1);
-                    (r.role, r.local, r.peer, None)
+                    (r.role, r.local, r.peer, false)
                 }
                 Err(e) => {
                     self.stats.add(e.reason(), 1);
@@ -466,7 +465,6 @@ impl ConnTable {
             self.stats.add("conn_own_export", 1);
             return State::Ignored;
         }
-        let from_start = first_seq.is_some();
         State::Tracked {
             info: ConnInfo {
                 role,
@@ -476,7 +474,14 @@ impl ConnTable {
                 tls: false,
             },
             process,
-            next_seq: [first_seq; 2],
+            // The kernel numbers each direction of a socket from the first record it made of
+            // it, from the connection's opening or, for one older than the agent, from its first
+            // byte seen. So a first record past offset 0 reveals a loss, in either direction and
+            // whether or not the opening was seen: a response lost before the connection's first
+            // seen response would otherwise shift every later response onto the wrong request.
+            // (A connection forgotten while idle and seen again also starts with a gap: its first
+            // exchange then may be dropped, never mispaired.)
+            next_seq: [Some(0); 2],
             from_start,
             proto: Proto::detecting(from_start),
             raised_capture: false,
@@ -700,6 +705,52 @@ mod tests {
         );
         assert!(out.iter().all(|o| o.exchange.conn.role == Role::Client));
         assert!(out.iter().any(|o| o.exchange.end_ns == 410), "{out:?}");
+    }
+
+    /// A connection older than the agent (no open event: resolved through `/proc`) whose first
+    /// response record was lost: the next response must not answer the first request.
+    #[test]
+    fn first_response_lost_on_a_connection_not_seen_opening_is_a_gap() {
+        use std::os::fd::AsRawFd as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let _server = listener.accept().unwrap();
+        let mut t = ConnTable::new(Selection::default(), Duration::from_secs(60));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let rec = |dir, seq, ts, payload| {
+            let mut r = data(dir, seq, ts, payload);
+            r.header.fd = client.as_raw_fd();
+            r
+        };
+        let second = b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        t.on_data(&rec(Direction::Egress, 0, 100, REQ), now, &mut out);
+        // The first response (offset 0) was lost; the client sent its next request after it.
+        t.on_data(
+            &rec(Direction::Egress, REQ.len() as u64, 300, second),
+            now,
+            &mut out,
+        );
+        t.on_data(&rec(Direction::Ingress, 64, 400, RESP), now, &mut out);
+        assert_eq!(t.stats().counters.get("conn_resolved_from_proc"), Some(&1));
+        assert_eq!(t.stats().counters.get("seq_gap"), Some(&1));
+        assert!(
+            out.is_empty(),
+            "a response paired across a lost one: {out:?}"
+        );
+        // The connection goes on: the next exchange is reported.
+        let third_at = (REQ.len() + second.len()) as u64;
+        t.on_data(&rec(Direction::Egress, third_at, 500, REQ), now, &mut out);
+        t.on_data(
+            &rec(Direction::Ingress, 64 + RESP.len() as u64, 600, RESP),
+            now,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        let ExchangeKind::Http(h) = &out[0].exchange.kind else {
+            panic!("not HTTP: {out:?}");
+        };
+        assert_eq!((h.path.as_str(), out[0].exchange.end_ns), ("/a", 610));
     }
 
     #[test]
