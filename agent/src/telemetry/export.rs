@@ -1,10 +1,12 @@
-//! Span export through the OpenTelemetry SDK, one tracer provider per observed process.
+//! Span export through the OpenTelemetry SDK's batch span processor, one per observed process.
 //!
-//! A provider carries a single `Resource`, and Sonde reports for many processes, each with its own
-//! `service.name` and `process.pid`. So each process gets its own `SdkTracerProvider` (created on
-//! its first exchange, shut down after `idle` without one), with a batch span processor running as
-//! a tokio task (not a thread per process). OTLP/gRPC providers share one tonic channel (one
-//! HTTP/2 connection to the collector). The SDK reads `OTEL_BSP_*` and `OTEL_TRACES_SAMPLER*`.
+//! A batch processor exports with a single `Resource`, and Sonde reports for many processes, each
+//! with its own `service.name` and `process.pid`. So each process gets its own processor (created
+//! on its first exchange, shut down after `idle` without one), running as a tokio task (not a
+//! thread per process), fed the `SpanData` that [`super::tracer::SpanMaker`] makes (no SDK tracer:
+//! the spans are finished when they are made). OTLP/gRPC processors share one tonic channel (one
+//! HTTP/2 connection to the collector). The SDK reads `OTEL_BSP_*`; `OTEL_TRACES_SAMPLER*` apply
+//! through the SDK's sampler.
 //!
 //! RED metrics: each process also gets its own table ([`super::metrics::RedTable`]), exported
 //! every `OTEL_METRIC_EXPORT_INTERVAL` over OTLP ([`super::metrics_export`], in a task of its own),
@@ -16,16 +18,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use opentelemetry::{
-    metrics::MeterProvider as _,
-    trace::{Span as _, TraceContextExt as _, Tracer as _, TracerProvider as _},
-    Context, KeyValue,
-};
+use opentelemetry::{metrics::MeterProvider as _, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
     metrics::{periodic_reader_with_async_runtime::PeriodicReader, SdkMeterProvider},
     runtime,
-    trace::{SdkTracer, SdkTracerProvider},
+    trace::SpanProcessor as _,
     Resource,
 };
 use tokio::sync::watch;
@@ -38,8 +36,10 @@ use super::{
     otlp_grpc::GrpcSpanExporter,
     prometheus::{self, SharedReader},
     self_telemetry::{self, ExportCounters, Snapshot},
-    semconv, span, span_queue,
+    semconv, span,
+    span_queue::{self, SpanQueue},
     summary::Summary,
+    tracer::SpanMaker,
 };
 use crate::{
     config::{Export, OtlpProtocol},
@@ -48,23 +48,6 @@ use crate::{
     exchange::{ExchangeKind, Role},
     route::Router,
 };
-
-/// Starts and ends the SDK span described by `fields` on `tracer` (a child of the remote caller's
-/// span when the request carried `traceparent`); the processor then queues it for export.
-pub fn emit(tracer: &SdkTracer, fields: span::SpanFields) {
-    let builder = tracer
-        .span_builder(fields.name)
-        .with_kind(fields.kind)
-        .with_start_time(fields.start)
-        .with_attributes(fields.attributes);
-    let parent = match fields.parent {
-        Some(sc) => Context::new().with_remote_span_context(sc),
-        None => Context::new(),
-    };
-    let mut s = tracer.build_with_context(builder, &parent);
-    s.set_status(fields.status);
-    s.end_with_timestamp(fields.end);
-}
 
 /// Why the exporter could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -84,8 +67,9 @@ pub enum ExportError {
 }
 
 struct Service {
-    provider: SdkTracerProvider,
-    tracer: SdkTracer,
+    /// The bounded batch span processor ([`span_queue::processor`]) exporting with this
+    /// process's resource.
+    processor: SpanQueue,
     /// RED metrics of this process (when exported over OTLP or to Prometheus).
     red: Option<Red>,
     last_used: Instant,
@@ -130,6 +114,8 @@ pub struct Exporter {
     temporality: Temporality,
     /// Counters the self-telemetry reads.
     counters: Arc<ExportCounters>,
+    /// Span fields → exportable spans (sampler, ids, limits from the environment).
+    spans: SpanMaker,
     /// The console's RED table (console export only).
     summary: Option<Summary>,
 }
@@ -210,6 +196,7 @@ impl Exporter {
             services: HashMap::new(),
             agent: None,
             counters: Arc::new(ExportCounters::default()),
+            spans: SpanMaker::default(),
             summary: None,
         };
         let me = ProcessInfo::read(std::process::id(), b"sonde\0\0\0\0\0\0\0\0\0\0\0");
@@ -226,7 +213,7 @@ impl Exporter {
         self.counters.spans_recorded.load(Ordering::Relaxed)
     }
 
-    /// Number of live per-process providers.
+    /// Number of live per-process span processors.
     pub fn services(&self) -> usize {
         self.services.len()
     }
@@ -251,26 +238,21 @@ impl Exporter {
 
     fn new_service(&self, p: &ProcessInfo) -> Result<Service, ExportError> {
         let resource = self.resource(p);
-        let builder = SdkTracerProvider::builder().with_resource(resource.clone());
-        let builder = match &self.export {
-            Export::Console => builder.with_span_processor(span_queue::processor(
-                ConsoleExporter::default(),
-                self.span_queue,
-                &self.counters,
-            )),
+        let mut processor = match &self.export {
+            Export::Console => {
+                span_queue::processor(ConsoleExporter::default(), self.span_queue, &self.counters)
+            }
             Export::Otlp {
                 endpoint,
                 protocol,
                 timeout,
                 ..
             } => match (protocol, &self.channel) {
-                (OtlpProtocol::Grpc, Some(channel)) => {
-                    builder.with_span_processor(span_queue::processor(
-                        GrpcSpanExporter::new(channel.clone(), *timeout),
-                        self.span_queue,
-                        &self.counters,
-                    ))
-                }
+                (OtlpProtocol::Grpc, Some(channel)) => span_queue::processor(
+                    GrpcSpanExporter::new(channel.clone(), *timeout),
+                    self.span_queue,
+                    &self.counters,
+                ),
                 _ => {
                     let exporter = opentelemetry_otlp::SpanExporter::builder()
                         .with_http()
@@ -279,24 +261,19 @@ impl Exporter {
                         .with_timeout(*timeout)
                         .build()
                         .map_err(ExportError::Build)?;
-                    builder.with_span_processor(span_queue::processor(
-                        exporter,
-                        self.span_queue,
-                        &self.counters,
-                    ))
+                    span_queue::processor(exporter, self.span_queue, &self.counters)
                 }
             },
         };
-        let provider = builder.build();
-        let tracer = provider.tracer(semconv::SCOPE_NAME);
+        // What the SDK's tracer provider does when it is built.
+        processor.set_resource(&resource);
         let red = (self.metrics_exporter.is_some() || self.prometheus).then(|| Red {
             table: RedTable::default(),
             otlp_resource: ProcessResource::from(&resource),
             resource,
         });
         Ok(Service {
-            provider,
-            tracer,
+            processor,
             red,
             last_used: Instant::now(),
         })
@@ -431,12 +408,14 @@ impl Exporter {
             };
             summary.record(&obs.process.exe_name, kind, &target, error, duration);
         }
-        emit(&service.tracer, fields);
+        if let Some(span) = self.spans.make(fields) {
+            service.processor.on_end(span);
+        }
         self.counters.spans_recorded.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Shuts down providers of processes idle for `idle` (flushing their spans).
+    /// Shuts down the span processors of processes idle for `idle` (flushing their spans).
     pub async fn gc(&mut self, now: Instant, idle: Duration) {
         let stale: Vec<_> = self
             .services
@@ -479,7 +458,7 @@ impl Exporter {
         self.counters.spans_failed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Flushes and shuts down every provider, and exports the RED metrics one last time.
+    /// Flushes and shuts down every span processor, and exports the RED metrics one last time.
     pub async fn shutdown(mut self) {
         if let Some(exporter) = &self.metrics_exporter {
             let body = metrics_export::encode_request(
@@ -534,11 +513,11 @@ fn spawn_metrics_export(
 /// blocking pool while the batch and reader tasks keep running on the runtime. Metrics are
 /// collected and exported one last time.
 async fn shutdown(service: Service) {
-    let Service { provider, .. } = service;
-    match tokio::task::spawn_blocking(move || provider.shutdown()).await {
+    let Service { processor, .. } = service;
+    match tokio::task::spawn_blocking(move || processor.shutdown()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "span provider shutdown failed; unexported spans were lost");
+            tracing::warn!(error = %e, "span processor shutdown failed; unexported spans were lost");
         }
         Err(e) => tracing::warn!(error = %e, "provider shutdown task failed"),
     }

@@ -48,6 +48,9 @@ pub const BODY_SIZE_BOUNDARIES: [f64; 15] = [
 /// `otel.metric.overflow=true`), as the SDK's default cardinality limit does.
 pub const MAX_SERIES_PER_FAMILY: usize = 2000;
 
+/// Most metric attributes a family keeps (HTTP clients: 8).
+const MAX_METRIC_ATTRIBUTES: usize = 8;
+
 /// The attribute marking the overflow series (OpenTelemetry metrics SDK specification,
 /// "Cardinality limits").
 const OVERFLOW_KEY: &str = "otel.metric.overflow";
@@ -358,31 +361,39 @@ impl RedTable {
     /// ones are picked out of them). `now`: the wall-clock time a new series starts at.
     pub fn record(&mut self, ex: &Exchange, span_attributes: &[KeyValue], now: SystemTime) {
         let family = family_of(ex);
-        let kept = || {
-            span_attributes
-                .iter()
-                .filter(|kv| keeps(family, kv.key.as_str()))
-        };
+        // The metric attributes, picked once (at most 8 of a span's: see `keeps`).
+        let mut kept: [Option<&KeyValue>; MAX_METRIC_ATTRIBUTES] = [None; MAX_METRIC_ATTRIBUTES];
+        let mut n = 0;
         let mut h = self.hasher.build_hasher();
         h.write_u8(family as u8);
-        for kv in kept() {
-            h.write(kv.key.as_str().as_bytes());
-            hash_value(&mut h, &kv.value);
+        for kv in span_attributes {
+            if keeps(family, kv.key.as_str()) {
+                if let Some(slot) = kept.get_mut(n) {
+                    *slot = Some(kv);
+                    n += 1;
+                    h.write(kv.key.as_str().as_bytes());
+                    hash_value(&mut h, &kv.value);
+                }
+            }
         }
+        let kept = kept.get(..n).unwrap_or_default();
         let hash = h.finish();
         let found = self.index.get(&hash).and_then(|ids| {
             ids.iter().copied().find(|&i| {
                 self.series.get(i as usize).is_some_and(|s| {
-                    s.family == family && s.attributes.len() == kept().count() && {
-                        // Stored sorted; the span's order may differ.
-                        kept().all(|kv| s.attributes.contains(kv))
-                    }
+                    // Stored sorted; the span's order may differ.
+                    s.family == family
+                        && s.attributes.len() == n
+                        && kept.iter().flatten().all(|kv| s.attributes.contains(kv))
                 })
             })
         });
         let id = match found {
             Some(id) => id as usize,
-            None => self.new_series(family, hash, kept().cloned().collect(), now),
+            None => {
+                let attributes = kept.iter().flatten().map(|kv| (*kv).clone()).collect();
+                self.new_series(family, hash, attributes, now)
+            }
         };
         let Some(series) = self.series.get_mut(id) else {
             return;

@@ -13,7 +13,9 @@
 //! - [`otlp_encode`]: OTLP trace requests encoded straight from the SDK's span data;
 //!   [`otlp_grpc`]: the OTLP/gRPC span exporter that sends them (each batch encoded once).
 //! - `span_queue`: the bounded, counted queue in front of each process's batch span processor.
-//! - [`export`]: one SDK tracer provider per observed process (its own `Resource`), OTLP or console.
+//! - [`tracer`]: span fields → the SDK's `SpanData` (sampler, ids, limits), without its tracer.
+//! - [`export`]: one SDK batch span processor per observed process (its own `Resource`), OTLP or
+//!   console.
 
 pub mod clock;
 pub mod console;
@@ -30,3 +32,4 @@ pub mod semconv;
 pub mod span;
 pub(crate) mod span_queue;
 pub mod summary;
+pub mod tracer;

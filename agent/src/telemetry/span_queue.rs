@@ -34,6 +34,9 @@ use super::self_telemetry::ExportCounters;
 /// refuses a span.
 const CONTROL_MESSAGES: usize = 4;
 
+/// The span processor [`processor`] makes.
+pub(crate) type SpanQueue = Bounded<BatchSpanProcessor<runtime::Tokio>>;
+
 /// One process's span processor: the SDK's batch processor (a tokio task, batch settings from
 /// `OTEL_BSP_*`) exporting to `exporter`, behind a bound of `max_queue` spans whose drops and
 /// export outcomes are counted in `counters`.
@@ -41,7 +44,7 @@ pub(crate) fn processor<E: SpanExporter + 'static>(
     exporter: E,
     max_queue: usize,
     counters: &Arc<ExportCounters>,
-) -> Bounded<BatchSpanProcessor<runtime::Tokio>> {
+) -> SpanQueue {
     let bound = QueueBound::new(max_queue, Arc::clone(counters));
     let config = BatchConfigBuilder::default()
         .with_max_queue_size(max_queue + CONTROL_MESSAGES)
