@@ -85,11 +85,12 @@ fn put_any_value(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// `KeyValue` content length.
-fn key_value_len(kv: &KeyValue) -> Option<usize> {
+/// `KeyValue` content length, with its `AnyValue`'s.
+fn key_value_len(kv: &KeyValue) -> Option<(usize, usize)> {
     let key = kv.key.as_str().len();
     let key = if key == 0 { 0 } else { delimited_len(1, key) };
-    Some(key + delimited_len(2, any_value_len(&kv.value)?))
+    let value = any_value_len(&kv.value)?;
+    Some((key + delimited_len(2, value), value))
 }
 
 fn put_key_value(kv: &KeyValue, value_len: usize, out: &mut Vec<u8>) {
@@ -171,7 +172,7 @@ fn span_len(span: &SpanData, trace_state: &str) -> Option<usize> {
         }
     }
     for kv in &span.attributes {
-        n += delimited_len(9, key_value_len(kv)?);
+        n += delimited_len(9, key_value_len(kv)?.0);
     }
     for (tag, count) in [
         (10, span.dropped_attributes_count),
@@ -205,8 +206,8 @@ fn put_span(span: &SpanData, trace_state: &str, out: &mut Vec<u8>) {
         }
     }
     for kv in &span.attributes {
-        let value_len = any_value_len(&kv.value).unwrap_or(0);
-        put_delimited(9, key_value_len(kv).unwrap_or(0), out);
+        let (kv_len, value_len) = key_value_len(kv).unwrap_or((0, 0));
+        put_delimited(9, kv_len, out);
         put_key_value(kv, value_len, out);
     }
     for (tag, count) in [

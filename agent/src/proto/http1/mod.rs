@@ -455,6 +455,10 @@ impl Parser for Http1Parser {
     }
 
     fn take_counters(&mut self, add: &mut dyn FnMut(&'static str, u64)) {
+        // Called after every record: most find nothing to report.
+        if self.tracker.stats == ParseStats::default() {
+            return;
+        }
         for (reason, n) in self.tracker.take_stats().iter() {
             if n > 0 {
                 add(reason, n);
