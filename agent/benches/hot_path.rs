@@ -17,9 +17,11 @@
 //!   (no Huffman: decoding Huffman strings costs more than this measures).
 //! - `span_build`: a finished exchange → span. `fields/*` is the pure mapping
 //!   ([`span::from_exchange`]); `route_and_fields` adds the route lookup the exporter does first;
-//!   `sdk_span` adds building and ending the OpenTelemetry SDK span (with a processor that drops
-//!   it, so no export and no batch-queue push); `red_metrics` is the histogram recording each
-//!   exchange also costs when metrics are on.
+//!   `span_data` is the export task's path (route, fields moved out of the exchange, the
+//!   `SpanData` from [`SpanMaker`], handed to a processor that drops it: no export, no batch-queue
+//!   push); `sdk_span` the same through the OpenTelemetry SDK's tracer, which it replaced;
+//!   `fields_and_red_metrics` the RED histograms each exchange also costs when metrics are on,
+//!   `fields_and_sdk_histograms` the same through the SDK's instruments.
 //! - `otlp_encode`: a batch of 100 finished server spans (`SpanData` from the SDK) → the bytes of
 //!   an OTLP `ExportTraceServiceRequest`: `direct` is Sonde's encoder
 //!   ([`otlp_encode::encode_request`]), `via_proto_structs` the `opentelemetry_proto` conversion
@@ -40,6 +42,7 @@ use std::{
     fs,
     hint::black_box,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -52,8 +55,13 @@ use agent::{
         http2, Chunk, Start,
     },
     ringbuf::{self, Record as RingRecord},
-    route::{Patterns, RouteConfig, Router},
-    telemetry::{clock::Clock, metrics::RedTable, otlp_encode, semconv, span, tracer::SpanMaker},
+    route::{Patterns, Route, RouteConfig, Router},
+    telemetry::{
+        clock::Clock,
+        metrics::{RedTable, Sample},
+        otlp_encode, semconv, span,
+        tracer::SpanMaker,
+    },
 };
 use agent_common::{
     event::{AF_INET, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT},
@@ -630,12 +638,15 @@ fn keepalive_exchanges(role: Role) -> Vec<Observed> {
 }
 
 /// The route of a server exchange as [`agent::telemetry::export::Exporter`] computes it.
-fn route_of(router: &mut Router, obs: &Observed) -> Option<String> {
+fn route_of(router: &mut Router, obs: &Observed) -> Option<Arc<str>> {
     let ExchangeKind::Http(http) = &obs.exchange.kind else {
         return None;
     };
-    let r = router.route(u64::from(obs.exchange.conn.tgid), &http.path);
-    (!r.is_overflow()).then(|| r.as_str().to_owned())
+    match router.route(u64::from(obs.exchange.conn.tgid), &http.path) {
+        Route::Inferred(route) => Some(route),
+        Route::Pattern(pattern) => Some(Arc::from(pattern)),
+        Route::Overflow => None,
+    }
 }
 
 fn span_build(c: &mut Criterion) {
@@ -682,17 +693,23 @@ fn span_build(c: &mut Criterion) {
 
     // What the export task does per span: route, fields, `SpanData` (sampler and ids), handed
     // to a processor (here one that drops it).
+    // The exporter consumes each exchange (`into_fields` moves its strings), so the exchanges
+    // are cloned outside the measurement.
     let maker = SpanMaker::default();
     group.bench_function("span_data/server", |b| {
-        b.iter(|| {
-            for obs in &server {
-                let route = route_of(&mut router, black_box(obs));
-                let fields = span::from_exchange(&obs.exchange, &clock, route.as_deref());
-                if let Some(span) = maker.make(fields) {
-                    Discard.on_end(span);
+        b.iter_batched(
+            || server.clone(),
+            |batch| {
+                for obs in batch {
+                    let route = route_of(&mut router, black_box(&obs));
+                    let fields = span::into_fields(obs.exchange, &clock, route);
+                    if let Some(span) = maker.make(fields) {
+                        Discard.on_end(span);
+                    }
                 }
-            }
-        });
+            },
+            BatchSize::SmallInput,
+        );
     });
 
     // The same through the SDK's tracer, which Sonde used before `SpanMaker`.
@@ -726,7 +743,7 @@ fn span_build(c: &mut Criterion) {
         b.iter(|| {
             for obs in &server {
                 let fields = span::from_exchange(black_box(&obs.exchange), &clock, Some(ROUTE));
-                table.record(&obs.exchange, &fields.attributes, fields.end);
+                table.record(Sample::of(&obs.exchange), &fields.attributes, fields.end);
             }
         });
     });

@@ -425,7 +425,7 @@ async fn export_task(
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
                 let now = Instant::now();
-                for obs in &batch {
+                for obs in batch {
                     if let Err(e) = exporter.record(obs, now) {
                         exporter.count_failed_span();
                         errors += 1;

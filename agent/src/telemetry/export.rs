@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use super::{
     clock::Clock,
     console::ConsoleExporter,
-    metrics::RedTable,
+    metrics::{RedTable, Sample},
     metrics_export::{self, MetricsExporter, ProcessResource, Temporality},
     otlp_grpc::GrpcSpanExporter,
     prometheus::{self, SharedReader},
@@ -46,7 +46,7 @@ use crate::{
     conn::Observed,
     enrich::process::ProcessInfo,
     exchange::{ExchangeKind, Role},
-    route::Router,
+    route::{Route, Router},
 };
 
 /// Why the exporter could not be set up.
@@ -363,11 +363,11 @@ impl Exporter {
         spawn_metrics_export(exporter, &self.counters, body);
     }
 
-    /// Records the span of one exchange.
+    /// Records the span of one exchange, consuming it (its strings become attribute values).
     ///
     /// # Errors
     /// [`ExportError`] when a new process's exporter cannot be built (the span is dropped).
-    pub fn record(&mut self, obs: &Observed, now: Instant) -> Result<(), ExportError> {
+    pub fn record(&mut self, obs: Observed, now: Instant) -> Result<(), ExportError> {
         if !self.services.contains_key(&obs.process) {
             let service = self.new_service(&obs.process)?;
             self.services.insert(Arc::clone(&obs.process), service);
@@ -376,28 +376,25 @@ impl Exporter {
             return Ok(());
         };
         service.last_used = now;
-        let route = match (&obs.exchange.kind, obs.exchange.conn.role) {
+        let route: Option<Arc<str>> = match (&obs.exchange.kind, obs.exchange.conn.role) {
             (ExchangeKind::Http(http), Role::Server) if !http.path.is_empty() => {
-                let r = self
+                match self
                     .router
-                    .route(u64::from(obs.exchange.conn.tgid), &http.path);
-                (!r.is_overflow()).then(|| r.as_str().to_owned())
+                    .route(u64::from(obs.exchange.conn.tgid), &http.path)
+                {
+                    Route::Inferred(route) => Some(route),
+                    Route::Pattern(pattern) => Some(Arc::from(pattern)),
+                    Route::Overflow => None,
+                }
             }
             (ExchangeKind::Http(_), _) | (ExchangeKind::Rpc(_), _) => None,
         };
-        let fields = span::from_exchange(&obs.exchange, &self.clock, route.as_deref());
-        if let Some(red) = &mut service.red {
-            red.table
-                .record(&obs.exchange, &fields.attributes, fields.end);
-        }
         if let Some(summary) = &mut self.summary {
             let role = obs.exchange.conn.role;
             let (_, kind) = span::span_kind(role);
             let target = match (&obs.exchange.kind, role) {
                 (ExchangeKind::Rpc(call), _) => call.method.clone(),
-                (ExchangeKind::Http(_), Role::Server) => {
-                    route.clone().unwrap_or_else(|| "-".to_owned())
-                }
+                (ExchangeKind::Http(_), Role::Server) => route.as_deref().unwrap_or("-").to_owned(),
                 (ExchangeKind::Http(_), Role::Client) => obs.exchange.conn.peer.to_string(),
             };
             let duration =
@@ -407,6 +404,11 @@ impl Exporter {
                 ExchangeKind::Rpc(call) => super::rpc::is_error(role, call.status),
             };
             summary.record(&obs.process.exe_name, kind, &target, error, duration);
+        }
+        let sample = Sample::of(&obs.exchange);
+        let fields = span::into_fields(obs.exchange, &self.clock, route);
+        if let Some(red) = &mut service.red {
+            red.table.record(sample, &fields.attributes, fields.end);
         }
         if let Some(span) = self.spans.make(fields) {
             service.processor.on_end(span);

@@ -317,12 +317,39 @@ impl std::fmt::Debug for PassThrough {
     }
 }
 
-fn family_of(ex: &Exchange) -> Family {
-    match (&ex.kind, ex.conn.role) {
-        (ExchangeKind::Http(_), Role::Server) => Family::HttpServer,
-        (ExchangeKind::Http(_), Role::Client) => Family::HttpClient,
-        (ExchangeKind::Rpc(_), Role::Server) => Family::RpcServer,
-        (ExchangeKind::Rpc(_), Role::Client) => Family::RpcClient,
+/// What an exchange adds to its series, taken before its strings move into the span.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    family: Family,
+    /// Duration, seconds.
+    seconds: f64,
+    request_body: Option<u64>,
+    response_body: Option<u64>,
+}
+
+impl Sample {
+    /// The sample of `ex`.
+    pub fn of(ex: &Exchange) -> Self {
+        let (family, request_body, response_body) = match (&ex.kind, ex.conn.role) {
+            (ExchangeKind::Http(h), Role::Server) => (
+                Family::HttpServer,
+                h.request_body_bytes,
+                h.response_body_bytes,
+            ),
+            (ExchangeKind::Http(h), Role::Client) => (
+                Family::HttpClient,
+                h.request_body_bytes,
+                h.response_body_bytes,
+            ),
+            (ExchangeKind::Rpc(_), Role::Server) => (Family::RpcServer, None, None),
+            (ExchangeKind::Rpc(_), Role::Client) => (Family::RpcClient, None, None),
+        };
+        Self {
+            family,
+            seconds: ex.end_ns.saturating_sub(ex.start_ns) as f64 / 1e9,
+            request_body,
+            response_body,
+        }
     }
 }
 
@@ -357,10 +384,11 @@ fn hash_value(h: &mut impl Hasher, v: &Value) {
 }
 
 impl RedTable {
-    /// Records one exchange, given its span's attributes (built once per exchange; the metric
-    /// ones are picked out of them). `now`: the wall-clock time a new series starts at.
-    pub fn record(&mut self, ex: &Exchange, span_attributes: &[KeyValue], now: SystemTime) {
-        let family = family_of(ex);
+    /// Records one exchange's `sample`, given its span's attributes (built once per exchange;
+    /// the metric ones are picked out of them). `now`: the wall-clock time a new series starts
+    /// at.
+    pub fn record(&mut self, sample: Sample, span_attributes: &[KeyValue], now: SystemTime) {
+        let family = sample.family;
         // The metric attributes, picked once (at most 8 of a span's: see `keeps`).
         let mut kept: [Option<&KeyValue>; MAX_METRIC_ATTRIBUTES] = [None; MAX_METRIC_ATTRIBUTES];
         let mut n = 0;
@@ -398,17 +426,14 @@ impl RedTable {
         let Some(series) = self.series.get_mut(id) else {
             return;
         };
-        let seconds = ex.end_ns.saturating_sub(ex.start_ns) as f64 / 1e9;
         series
             .duration
-            .record(&semconv::HTTP_DURATION_BOUNDARIES_S, seconds);
-        if let ExchangeKind::Http(http) = &ex.kind {
-            if let Some(n) = http.request_body_bytes {
-                series.request_body.record(&BODY_SIZE_BOUNDARIES, n as f64);
-            }
-            if let Some(n) = http.response_body_bytes {
-                series.response_body.record(&BODY_SIZE_BOUNDARIES, n as f64);
-            }
+            .record(&semconv::HTTP_DURATION_BOUNDARIES_S, sample.seconds);
+        if let Some(n) = sample.request_body {
+            series.request_body.record(&BODY_SIZE_BOUNDARIES, n as f64);
+        }
+        if let Some(n) = sample.response_body {
+            series.response_body.record(&BODY_SIZE_BOUNDARIES, n as f64);
         }
     }
 
@@ -509,7 +534,7 @@ mod tests {
             unreachable!()
         };
         let attrs = super::super::span::http_attributes(ex, http, None);
-        t.record(ex, &attrs, SystemTime::UNIX_EPOCH);
+        t.record(Sample::of(ex), &attrs, SystemTime::UNIX_EPOCH);
     }
 
     fn keys(s: &Series) -> Vec<&str> {

@@ -346,8 +346,8 @@ mod tests {
         let mut table = RedTable::default();
         let attrs = super::super::span::http_attributes(&ex, &http, None);
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
-        table.record(&ex, &attrs, start);
-        table.record(&ex, &attrs, start);
+        table.record(crate::telemetry::metrics::Sample::of(&ex), &attrs, start);
+        table.record(crate::telemetry::metrics::Sample::of(&ex), &attrs, start);
         let resource = ProcessResource::from(
             &Resource::builder_empty()
                 .with_attributes([KeyValue::new("service.name", "nginx")])
@@ -426,8 +426,8 @@ mod tests {
         let resource = ProcessResource::from(&Resource::builder_empty().build());
         let mut table = RedTable::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
-        table.record(&ex, &attrs, t0);
-        table.record(&ex, &attrs, t0);
+        table.record(crate::telemetry::metrics::Sample::of(&ex), &attrs, t0);
+        table.record(crate::telemetry::metrics::Sample::of(&ex), &attrs, t0);
         let counts = |bytes: Vec<u8>| -> (u64, u64, i32) {
             let req = ExportMetricsServiceRequest::decode(bytes.as_slice()).unwrap();
             let Some(Data::Histogram(h)) =
@@ -447,7 +447,7 @@ mod tests {
         // Nothing new: nothing to send.
         let t2 = t1 + Duration::from_secs(1);
         assert!(encode_request([(&resource, &mut table)], t2, Temporality::Delta).is_none());
-        table.record(&ex, &attrs, t2);
+        table.record(crate::telemetry::metrics::Sample::of(&ex), &attrs, t2);
         let t3 = t2 + Duration::from_secs(1);
         let third = encode_request([(&resource, &mut table)], t3, Temporality::Delta).unwrap();
         assert_eq!(counts(third).0, 1);

@@ -376,8 +376,16 @@ mod tests {
         };
         let mut table = RedTable::default();
         let attrs = super::super::span::http_attributes(&ex, &http, None);
-        table.record(&ex, &attrs, std::time::SystemTime::now());
-        table.record(&ex, &attrs, std::time::SystemTime::now());
+        table.record(
+            crate::telemetry::metrics::Sample::of(&ex),
+            &attrs,
+            std::time::SystemTime::now(),
+        );
+        table.record(
+            crate::telemetry::metrics::Sample::of(&ex),
+            &attrs,
+            std::time::SystemTime::now(),
+        );
         let resource = Resource::builder_empty()
             .with_attributes([
                 KeyValue::new("service.name", "nginx"),

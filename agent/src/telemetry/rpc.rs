@@ -5,7 +5,7 @@
 use opentelemetry::{trace::Status, KeyValue};
 
 use super::{semconv, span};
-use crate::exchange::{Exchange, Role, RpcExchange, RpcSystem};
+use crate::exchange::{ConnInfo, Role, RpcExchange, RpcSystem};
 
 /// gRPC status code names, by code (<https://grpc.github.io/grpc/core/md_doc_statuscodes.html>).
 const GRPC_CODES: [&str; 17] = [
@@ -79,8 +79,8 @@ fn system_name(system: RpcSystem) -> &'static str {
 }
 
 /// Every attribute of an RPC exchange's span (metrics keep a low-cardinality subset).
-pub(crate) fn attributes(ex: &Exchange, rpc: &RpcExchange) -> Vec<KeyValue> {
-    let role = ex.conn.role;
+pub(crate) fn attributes(conn: &ConnInfo, rpc: &RpcExchange) -> Vec<KeyValue> {
+    let role = conn.role;
     let mut attributes = Vec::with_capacity(12);
     attributes.push(KeyValue::new(
         semconv::RPC_SYSTEM_NAME,
@@ -97,7 +97,11 @@ pub(crate) fn attributes(ex: &Exchange, rpc: &RpcExchange) -> Vec<KeyValue> {
             code.clone(),
         ));
     }
-    span::push_server_and_peer(&mut attributes, ex, rpc.authority.as_deref());
+    span::push_server_and_peer(
+        &mut attributes,
+        conn,
+        span::host_parts(rpc.authority.clone()),
+    );
     attributes.push(KeyValue::new(semconv::NETWORK_PROTOCOL_NAME, "http"));
     attributes.push(KeyValue::new(semconv::NETWORK_PROTOCOL_VERSION, "2"));
     if let Some(ua) = &rpc.user_agent {
@@ -112,7 +116,7 @@ pub(crate) fn attributes(ex: &Exchange, rpc: &RpcExchange) -> Vec<KeyValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::{ConnInfo, ExchangeKind};
+    use crate::exchange::{Exchange, ExchangeKind};
     use opentelemetry::Value;
 
     fn call(role: Role, status: Option<u32>) -> Exchange {
@@ -143,7 +147,7 @@ mod tests {
         let ExchangeKind::Rpc(rpc) = &ex.kind else {
             unreachable!()
         };
-        attributes(ex, rpc)
+        attributes(&ex.conn, rpc)
             .into_iter()
             .find(|kv| kv.key.as_str() == key)
             .map(|kv| kv.value)

@@ -4,6 +4,7 @@
 //! address and kept in a per-thread memo, [`ip_text`]).
 
 use std::{
+    borrow::Cow,
     cell::RefCell,
     collections::HashMap,
     net::{IpAddr, SocketAddr},
@@ -19,14 +20,14 @@ use opentelemetry::{
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 use super::{clock::Clock, rpc, semconv};
-use crate::exchange::{Exchange, ExchangeKind, HttpExchange, Role};
+use crate::exchange::{ConnInfo, Exchange, ExchangeKind, HttpExchange, Role};
 
 /// Everything needed to record one span.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpanFields {
     /// HTTP: `{method}` or `{method} {route}` (`HTTP` for an unknown method); RPC:
-    /// `{rpc.method}`.
-    pub name: String,
+    /// `{rpc.method}`. Borrowed when it is a method alone (no allocation per span).
+    pub name: Cow<'static, str>,
     /// SERVER for the accepting side, CLIENT for the connecting side.
     pub kind: SpanKind,
     /// First request byte.
@@ -47,19 +48,33 @@ const KNOWN_METHODS: [&str; 9] = [
 ];
 
 /// Maps an exchange to span fields. `route`: the low-cardinality route of a server exchange
-/// (`/users/{id}`), used for the span name (`GET /users/{id}`) and `http.route`.
+/// (`/users/{id}`), used for the span name (`GET /users/{id}`) and `http.route`. Copies the
+/// exchange's strings; the export path uses [`into_fields`], which moves them.
 pub fn from_exchange(ex: &Exchange, clock: &Clock, route: Option<&str>) -> SpanFields {
-    match &ex.kind {
-        ExchangeKind::Http(http) => http_span(ex, http, clock, route),
+    into_fields(ex.clone(), clock, route.map(Arc::from))
+}
+
+/// [`from_exchange`] consuming the exchange: its path, user agent and `Host` become attribute
+/// values without a copy, and `route` is shared with the router.
+pub fn into_fields(ex: Exchange, clock: &Clock, route: Option<Arc<str>>) -> SpanFields {
+    let Exchange {
+        conn,
+        start_ns,
+        end_ns,
+        kind,
+    } = ex;
+    let (start, end) = (clock.to_system_time(start_ns), clock.to_system_time(end_ns));
+    match kind {
+        ExchangeKind::Http(http) => http_span(&conn, http, start, end, route),
         ExchangeKind::Rpc(call) => {
-            let role = ex.conn.role;
+            let role = conn.role;
             SpanFields {
-                name: rpc::span_name(call),
+                name: Cow::Owned(rpc::span_name(&call)),
                 kind: span_kind(role).0,
-                start: clock.to_system_time(ex.start_ns),
-                end: clock.to_system_time(ex.end_ns),
-                attributes: rpc::attributes(ex, call),
-                status: rpc::status(role, call),
+                start,
+                end,
+                attributes: rpc::attributes(&conn, &call),
+                status: rpc::status(role, &call),
                 parent: incoming_parent(role, call.traceparent.as_deref()),
             }
         }
@@ -83,26 +98,35 @@ fn incoming_parent(role: Role, traceparent: Option<&str>) -> Option<SpanContext>
     }
 }
 
-fn http_span(ex: &Exchange, http: &HttpExchange, clock: &Clock, route: Option<&str>) -> SpanFields {
-    let role = ex.conn.role;
-    let known = KNOWN_METHODS.contains(&http.method.as_str());
-    let attributes = http_attributes(ex, http, route);
-    let method = if known { http.method.as_str() } else { "HTTP" };
+fn http_span(
+    conn: &ConnInfo,
+    http: HttpExchange,
+    start: SystemTime,
+    end: SystemTime,
+    route: Option<Arc<str>>,
+) -> SpanFields {
+    let role = conn.role;
+    let method = KNOWN_METHODS
+        .iter()
+        .find(|m| **m == http.method)
+        .copied()
+        .unwrap_or("HTTP");
     let status = if is_error(role, http.status) {
         Status::error("")
     } else {
         Status::Unset
     };
     let parent = incoming_parent(role, http.traceparent.as_deref());
+    let name = match &route {
+        Some(route) => Cow::Owned(format!("{method} {route}")),
+        None => Cow::Borrowed(method),
+    };
     SpanFields {
-        name: match route {
-            Some(route) => format!("{method} {route}"),
-            None => method.to_owned(),
-        },
+        name,
         kind: span_kind(role).0,
-        start: clock.to_system_time(ex.start_ns),
-        end: clock.to_system_time(ex.end_ns),
-        attributes,
+        start,
+        end,
+        attributes: owned_http_attributes(conn, http, route),
         status,
         parent,
     }
@@ -118,12 +142,22 @@ pub(crate) fn is_error(role: Role, status: u16) -> bool {
 }
 
 /// Every attribute of an HTTP exchange's span (metrics keep a low-cardinality subset).
+#[cfg(test)]
 pub(crate) fn http_attributes(
     ex: &Exchange,
     http: &HttpExchange,
     route: Option<&str>,
 ) -> Vec<KeyValue> {
-    let role = ex.conn.role;
+    owned_http_attributes(&ex.conn, http.clone(), route.map(Arc::from))
+}
+
+/// [`http_attributes`] moving the exchange's strings into the values.
+fn owned_http_attributes(
+    conn: &ConnInfo,
+    http: HttpExchange,
+    route: Option<Arc<str>>,
+) -> Vec<KeyValue> {
+    let role = conn.role;
     let mut attributes = Vec::with_capacity(16);
     // An empty method or path is unknown (an HTTP/2 field the agent could not decode): absent.
     let known = KNOWN_METHODS.iter().find(|m| **m == http.method);
@@ -133,11 +167,11 @@ pub(crate) fn http_attributes(
         (_, Some(known)) => {
             attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD, *known));
         }
-        (other, None) => {
+        (_, None) => {
             attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD, "_OTHER"));
             attributes.push(KeyValue::new(
                 semconv::HTTP_REQUEST_METHOD_ORIGINAL,
-                other.to_owned(),
+                http.method,
             ));
         }
     }
@@ -146,22 +180,22 @@ pub(crate) fn http_attributes(
         i64::from(http.status),
     ));
     if !http.path.is_empty() {
-        attributes.push(KeyValue::new(semconv::URL_PATH, http.path.clone()));
+        attributes.push(KeyValue::new(semconv::URL_PATH, http.path));
     }
     if let (Role::Server, Some(route)) = (role, route) {
-        attributes.push(KeyValue::new(semconv::HTTP_ROUTE, route.to_owned()));
+        attributes.push(KeyValue::new(semconv::HTTP_ROUTE, StringValue::from(route)));
     }
     attributes.push(KeyValue::new(
         semconv::URL_SCHEME,
-        if ex.conn.tls { "https" } else { "http" },
+        if conn.tls { "https" } else { "http" },
     ));
-    push_server_and_peer(&mut attributes, ex, http.host.as_deref());
+    push_server_and_peer(&mut attributes, conn, host_parts(http.host));
     attributes.push(KeyValue::new(
         semconv::NETWORK_PROTOCOL_VERSION,
         http.version.as_str(),
     ));
-    if let Some(ua) = &http.user_agent {
-        attributes.push(KeyValue::new(semconv::USER_AGENT_ORIGINAL, ua.clone()));
+    if let Some(ua) = http.user_agent {
+        attributes.push(KeyValue::new(semconv::USER_AGENT_ORIGINAL, ua));
     }
     for (key, size) in [
         (semconv::HTTP_REQUEST_BODY_SIZE, http.request_body_bytes),
@@ -177,23 +211,37 @@ pub(crate) fn http_attributes(
     attributes
 }
 
-/// `server.address`/`server.port` (from `host`, the `Host` header or `:authority`, else the server
-/// socket), `client.address` on server spans, and `network.peer.*`.
+/// A `Host` header or `:authority` → (`server.address` value, port): the string itself when it is
+/// the host alone (no copy), else the host part of it.
+pub(crate) fn host_parts(host: Option<String>) -> (Option<StringValue>, Option<u16>) {
+    let Some(h) = host else {
+        return (None, None);
+    };
+    match split_host(Some(&h)) {
+        (None, _) => (None, None),
+        (Some(name), port) if name.len() == h.len() => {
+            // Nothing was cut: `name` is all of `h`.
+            let _ = name;
+            (Some(StringValue::from(h)), port)
+        }
+        (Some(name), port) => (Some(StringValue::from(name.to_owned())), port),
+    }
+}
+
+/// `server.address`/`server.port` (from `host`, the `Host` header or `:authority` split by
+/// [`host_parts`], else the server socket), `client.address` on server spans, and
+/// `network.peer.*`.
 pub(crate) fn push_server_and_peer(
     attributes: &mut Vec<KeyValue>,
-    ex: &Exchange,
-    host: Option<&str>,
+    conn: &ConnInfo,
+    (host, host_port): (Option<StringValue>, Option<u16>),
 ) {
-    let role = ex.conn.role;
+    let role = conn.role;
     let (server_sock, peer) = match role {
-        Role::Server => (ex.conn.local, ex.conn.peer),
-        Role::Client => (ex.conn.peer, ex.conn.peer),
+        Role::Server => (conn.local, conn.peer),
+        Role::Client => (conn.peer, conn.peer),
     };
-    let (host, host_port) = split_host(host);
-    let server_address = host.map_or_else(
-        || ip_text(server_sock.ip()),
-        |h| StringValue::from(h.to_owned()),
-    );
+    let server_address = host.unwrap_or_else(|| ip_text(server_sock.ip()));
     let server_port = host_port.unwrap_or(server_sock.port());
     attributes.push(KeyValue::new(semconv::SERVER_ADDRESS, server_address));
     attributes.push(KeyValue::new(semconv::SERVER_PORT, i64::from(server_port)));
@@ -301,6 +349,48 @@ mod tests {
             .iter()
             .find(|kv| kv.key.as_str() == key)
             .map(|kv| &kv.value)
+    }
+
+    #[test]
+    fn host_alone_is_moved_and_host_with_port_is_cut() {
+        let (host, port) = host_parts(Some("example.test".into()));
+        assert_eq!(
+            (host.as_ref().map(StringValue::as_str), port),
+            (Some("example.test"), None)
+        );
+        let (host, port) = host_parts(Some("example.test:8080".into()));
+        assert_eq!(
+            (host.as_ref().map(StringValue::as_str), port),
+            (Some("example.test"), Some(8080))
+        );
+        let (host, port) = host_parts(Some("[::1]:80".into()));
+        assert_eq!(
+            (host.as_ref().map(StringValue::as_str), port),
+            (Some("::1"), Some(80))
+        );
+        assert_eq!(host_parts(Some("  ".into())), (None, None));
+        assert_eq!(host_parts(None), (None, None));
+    }
+
+    #[test]
+    fn into_fields_moves_the_strings_and_names_known_methods_without_allocating() {
+        let f = into_fields(
+            exchange(Role::Client, 200, "GET"),
+            &Clock::with_offset_ns(0),
+            None,
+        );
+        assert!(matches!(f.name, Cow::Borrowed("GET")), "{:?}", f.name);
+        assert_eq!(attr(&f, "url.path"), Some(&Value::from("/users/7")));
+        let routed = into_fields(
+            exchange(Role::Server, 200, "GET"),
+            &Clock::with_offset_ns(0),
+            Some(Arc::from("/users/{id}")),
+        );
+        assert_eq!(routed.name, "GET /users/{id}");
+        assert_eq!(
+            attr(&routed, "http.route"),
+            Some(&Value::from("/users/{id}"))
+        );
     }
 
     #[test]

@@ -9,8 +9,6 @@
 //! Sampler, id generator and limits come from the SDK's `Config::default()`, which reads
 //! `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` and `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`.
 
-use std::borrow::Cow;
-
 use opentelemetry::{
     trace::{SpanContext, SpanId, TraceContextExt as _},
     Context, InstrumentationScope,
@@ -87,7 +85,7 @@ impl SpanMaker {
                 .map_or(SpanId::INVALID, SpanContext::span_id),
             parent_span_is_remote: parent.as_ref().is_some_and(SpanContext::is_remote),
             span_kind: fields.kind,
-            name: Cow::Owned(fields.name),
+            name: fields.name,
             start_time: fields.start,
             end_time: fields.end,
             attributes,
