@@ -152,9 +152,13 @@ impl TlsAttacher {
     ) -> Result<usize, ProgramError> {
         for f in &target.functions {
             let prog = program(&mut self.programs, f.program)?;
+            let entry = UProbeAttachPoint {
+                location: UProbeAttachLocation::SymbolOffset(f.symbol, f.entry_offset),
+                cookie: None,
+            };
             links.push((
                 f.program,
-                prog.attach([f.symbol], &target.path, UProbeScope::AllProcesses)?,
+                prog.attach([entry], &target.path, UProbeScope::AllProcesses)?,
             ));
         }
         let points: Vec<UProbeAttachPoint<'_>> = target

@@ -17,7 +17,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+use iced_x86::{
+    Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpAccess,
+    OpKind, Register,
+};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
 /// The TLS library entry points Sonde probes, with the eBPF program for each.
@@ -38,6 +41,9 @@ pub struct TlsFunction {
     pub symbol: &'static str,
     /// Entry program name in `agent-ebpf`.
     pub program: &'static str,
+    /// Where the entry uprobe goes, from the symbol's start: 0, or past a leading `endbr64` when
+    /// the next instruction is one the kernel emulates (see [`entry_offset`]).
+    pub entry_offset: u64,
     /// Offsets of its `ret` instructions from the symbol's start.
     pub ret_offsets: Vec<u64>,
 }
@@ -180,6 +186,7 @@ pub fn find_functions(data: &[u8]) -> Result<Vec<TlsFunction>, TargetError> {
             out.push(TlsFunction {
                 symbol,
                 program,
+                entry_offset: entry_offset(code, sym.address()),
                 ret_offsets,
             });
         }
@@ -207,6 +214,79 @@ fn function_bytes<'d>(
     data.get(start..start.checked_add(usize::try_from(size).ok()?)?)
 }
 
+/// Instructions of a prologue searched for an emulated one (see [`entry_offset`]).
+const PROLOGUE_SCAN: usize = 12;
+
+/// Whether Linux's x86 uprobes emulate `instr` instead of single-stepping a copy of it:
+/// `push` of a 64-bit register (at most 2 bytes), the one-byte `nop`, and relative
+/// `jmp`/`call`/`jcc` (`arch/x86/kernel/uprobes.c`: `branch_setup_xol_ops`,
+/// `push_setup_xol_ops`; push emulation since Linux 6.11, the others for much longer).
+fn kernel_emulates(instr: &Instruction) -> bool {
+    match instr.mnemonic() {
+        Mnemonic::Push => instr.len() <= 2 && instr.op0_kind() == OpKind::Register,
+        Mnemonic::Nop => instr.len() == 1,
+        _ => {
+            matches!(
+                instr.flow_control(),
+                FlowControl::UnconditionalBranch
+                    | FlowControl::ConditionalBranch
+                    | FlowControl::Call
+            ) && matches!(
+                instr.op0_kind(),
+                OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+            )
+        }
+    }
+}
+
+/// Where to put a function's entry uprobe (offset from its start) so that the probed instruction
+/// is one the kernel emulates: a single-stepped one costs a second trap (`#DB`) per call, which
+/// took 53% of all CPU under HTTPS load in this VM (`perf`: `exc_debug_user`). Debian's
+/// `SSL_read` starts with `sub rsp, 0x18` (single-stepped); its first emulated instruction is a
+/// `js` 0x16 bytes in.
+///
+/// The probe moves to the first emulated instruction among the first [`PROLOGUE_SCAN`] only
+/// when the entry program still sees the call's arguments there: every instruction before it
+/// runs straight on (no branch, call or return), writes none of the argument registers `rdi`,
+/// `rsi`, `rdx`, `rcx`, and no direct branch of the function lands after the start and at or
+/// before the new offset (which would run the probe without a call). Otherwise 0.
+pub fn entry_offset(code: &[u8], address: u64) -> u64 {
+    let args = [Register::RDI, Register::RSI, Register::RDX, Register::RCX];
+    let mut info = InstructionInfoFactory::new();
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    let mut target = None;
+    for instr in decoder.iter().take(PROLOGUE_SCAN) {
+        if kernel_emulates(&instr) {
+            target = Some(instr.ip());
+            break;
+        }
+        let writes_an_argument = info.info(&instr).used_registers().iter().any(|r| {
+            args.contains(&r.register().full_register())
+                && !matches!(r.access(), OpAccess::Read | OpAccess::CondRead)
+        });
+        if instr.flow_control() != FlowControl::Next || writes_an_argument || instr.is_invalid() {
+            return 0;
+        }
+    }
+    let Some(target) = target.filter(|t| *t != address) else {
+        return 0;
+    };
+    // A direct branch into (start, target] would fire the probe without a call.
+    let lands_inside = Decoder::with_ip(64, code, address, DecoderOptions::NONE)
+        .into_iter()
+        .any(|i| {
+            matches!(
+                i.op0_kind(),
+                OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+            ) && (address + 1..=target).contains(&i.near_branch_target())
+        });
+    if lands_inside {
+        0
+    } else {
+        target - address
+    }
+}
+
 /// Offsets (from `address`) of the near `ret` instructions in x86-64 `code`.
 pub fn ret_offsets(code: &[u8], address: u64) -> Vec<u64> {
     let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
@@ -222,6 +302,55 @@ pub fn ret_offsets(code: &[u8], address: u64) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_probe_moves_onto_the_first_emulated_instruction_when_the_arguments_survive() {
+        // Debian's SSL_read: sub rsp,0x18; mov rax,fs:[0x28]; mov [rsp+8],rax; xor eax,eax;
+        // test edx,edx; js +0x2f; mov rcx,rsp; ...
+        let ssl_read = [
+            0x48, 0x83, 0xec, 0x18, 0x64, 0x48, 0x8b, 0x04, 0x25, 0x28, 0x00, 0x00, 0x00, 0x48,
+            0x89, 0x44, 0x24, 0x08, 0x31, 0xc0, 0x85, 0xd2, 0x78, 0x2f, 0x48, 0x89, 0xe1, 0xc3,
+        ];
+        assert_eq!(entry_offset(&ssl_read, 0x35430), 0x16);
+        // endbr64; push r15
+        assert_eq!(
+            entry_offset(&[0xf3, 0x0f, 0x1e, 0xfa, 0x41, 0x57, 0xc3], 0x1000),
+            4
+        );
+        // sub rsp,8; call rel32 (SSL_read_ex)
+        assert_eq!(
+            entry_offset(
+                &[0x48, 0x83, 0xec, 0x08, 0xe8, 0xc7, 0xfd, 0xff, 0xff, 0xc3],
+                0
+            ),
+            4
+        );
+        // push rbp first: already emulated at the symbol.
+        assert_eq!(entry_offset(&[0x55, 0x48, 0x89, 0xe5, 0xc3], 0), 0);
+    }
+
+    #[test]
+    fn entry_probe_stays_put_when_moving_it_is_unsafe() {
+        // mov rsi,rdi (an argument overwritten); push rbp
+        assert_eq!(entry_offset(&[0x48, 0x89, 0xfe, 0x55, 0xc3], 0), 0);
+        // mov ecx,1 (rcx's low half written); push rbp
+        assert_eq!(
+            entry_offset(&[0xb9, 0x01, 0x00, 0x00, 0x00, 0x55, 0xc3], 0),
+            0
+        );
+        // sub rsp,8; push rbp; ... ; jmp back to offset 4 (the push): a branch lands on it.
+        assert_eq!(
+            entry_offset(&[0x48, 0x83, 0xec, 0x08, 0x55, 0x90, 0xeb, 0xfc, 0xc3], 0),
+            0
+        );
+        // ret before anything emulated: no straight run to move along.
+        assert_eq!(entry_offset(&[0x48, 0x83, 0xec, 0x08, 0xc3, 0x55], 0), 0);
+        // Nothing emulated within the scan.
+        assert_eq!(
+            entry_offset(&[0x48, 0x83, 0xec, 0x08, 0x48, 0x83, 0xc4, 0x08], 0),
+            0
+        );
+    }
 
     #[test]
     fn parses_file_backed_maps_lines() {
