@@ -311,12 +311,6 @@ pub struct RedTable {
     hasher: foldhash::fast::FixedState,
 }
 
-impl std::fmt::Debug for PassThrough {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PassThrough")
-    }
-}
-
 /// What an exchange adds to its series, taken before its strings move into the span.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
@@ -495,6 +489,54 @@ impl RedTable {
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()
+    }
+}
+
+/// Fixtures of the metrics tests here and in `metrics_export` and `prometheus`.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::time::SystemTime;
+
+    use super::{RedTable, Sample};
+    use crate::exchange::{ConnInfo, Exchange, ExchangeKind, HttpExchange, HttpVersion, Role};
+
+    /// A server `GET /` answered 200 by `127.0.0.1:80` (tgid 7), lasting `end_ns`.
+    pub(crate) fn server_get(
+        end_ns: u64,
+        request_body_bytes: Option<u64>,
+        response_body_bytes: Option<u64>,
+    ) -> Exchange {
+        Exchange {
+            conn: ConnInfo {
+                role: Role::Server,
+                local: "127.0.0.1:80".parse().unwrap(),
+                peer: "127.0.0.1:5000".parse().unwrap(),
+                tgid: 7,
+                tls: false,
+            },
+            start_ns: 0,
+            end_ns,
+            kind: ExchangeKind::Http(HttpExchange {
+                method: "GET".into(),
+                path: "/".into(),
+                version: HttpVersion::Http11,
+                host: None,
+                user_agent: None,
+                traceparent: None,
+                status: 200,
+                request_body_bytes,
+                response_body_bytes,
+            }),
+        }
+    }
+
+    /// Records `ex` in `table` with its span's attributes, as the exporter does.
+    pub(crate) fn record(table: &mut RedTable, ex: &Exchange, now: SystemTime) {
+        let ExchangeKind::Http(http) = &ex.kind else {
+            unreachable!("HTTP fixtures only")
+        };
+        let attrs = crate::telemetry::span::http_attributes(ex, http, None);
+        table.record(Sample::of(ex), &attrs, now);
     }
 }
 

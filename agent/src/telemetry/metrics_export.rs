@@ -315,39 +315,16 @@ impl MetricsExporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::{ConnInfo, Exchange, ExchangeKind, HttpExchange, HttpVersion, Role};
+    use crate::telemetry::metrics::test_support::{record, server_get};
     use opentelemetry::KeyValue;
 
     #[test]
     fn request_carries_each_process_with_cumulative_histograms() {
-        let http = HttpExchange {
-            method: "GET".into(),
-            path: "/".into(),
-            version: HttpVersion::Http11,
-            host: None,
-            user_agent: None,
-            traceparent: None,
-            status: 200,
-            request_body_bytes: Some(0),
-            response_body_bytes: Some(12),
-        };
-        let ex = Exchange {
-            conn: ConnInfo {
-                role: Role::Server,
-                local: "127.0.0.1:80".parse().unwrap(),
-                peer: "127.0.0.1:5000".parse().unwrap(),
-                tgid: 7,
-                tls: false,
-            },
-            start_ns: 0,
-            end_ns: 30_000_000,
-            kind: ExchangeKind::Http(http.clone()),
-        };
+        let ex = server_get(30_000_000, Some(0), Some(12));
         let mut table = RedTable::default();
-        let attrs = super::super::span::http_attributes(&ex, &http, None);
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
-        table.record(crate::telemetry::metrics::Sample::of(&ex), &attrs, start);
-        table.record(crate::telemetry::metrics::Sample::of(&ex), &attrs, start);
+        record(&mut table, &ex, start);
+        record(&mut table, &ex, start);
         let resource = ProcessResource::from(
             &Resource::builder_empty()
                 .with_attributes([KeyValue::new("service.name", "nginx")])
@@ -399,35 +376,12 @@ mod tests {
 
     #[test]
     fn delta_exports_send_each_interval_once() {
-        let http = HttpExchange {
-            method: "GET".into(),
-            path: "/".into(),
-            version: HttpVersion::Http11,
-            host: None,
-            user_agent: None,
-            traceparent: None,
-            status: 200,
-            request_body_bytes: None,
-            response_body_bytes: None,
-        };
-        let ex = Exchange {
-            conn: ConnInfo {
-                role: Role::Server,
-                local: "127.0.0.1:80".parse().unwrap(),
-                peer: "127.0.0.1:5000".parse().unwrap(),
-                tgid: 7,
-                tls: false,
-            },
-            start_ns: 0,
-            end_ns: 1_000_000,
-            kind: ExchangeKind::Http(http.clone()),
-        };
-        let attrs = super::super::span::http_attributes(&ex, &http, None);
+        let ex = server_get(1_000_000, None, None);
         let resource = ProcessResource::from(&Resource::builder_empty().build());
         let mut table = RedTable::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
-        table.record(crate::telemetry::metrics::Sample::of(&ex), &attrs, t0);
-        table.record(crate::telemetry::metrics::Sample::of(&ex), &attrs, t0);
+        record(&mut table, &ex, t0);
+        record(&mut table, &ex, t0);
         let counts = |bytes: Vec<u8>| -> (u64, u64, i32) {
             let req = ExportMetricsServiceRequest::decode(bytes.as_slice()).unwrap();
             let Some(Data::Histogram(h)) =
@@ -447,7 +401,7 @@ mod tests {
         // Nothing new: nothing to send.
         let t2 = t1 + Duration::from_secs(1);
         assert!(encode_request([(&resource, &mut table)], t2, Temporality::Delta).is_none());
-        table.record(crate::telemetry::metrics::Sample::of(&ex), &attrs, t2);
+        record(&mut table, &ex, t2);
         let t3 = t2 + Duration::from_secs(1);
         let third = encode_request([(&resource, &mut table)], t3, Temporality::Delta).unwrap();
         assert_eq!(counts(third).0, 1);

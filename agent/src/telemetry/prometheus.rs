@@ -345,54 +345,28 @@ fn histogram_lines<T: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::metrics::test_support::{record, server_get};
     use opentelemetry::metrics::MeterProvider as _;
     use opentelemetry_sdk::metrics::SdkMeterProvider;
 
-    #[test]
-    fn renders_a_red_table_with_its_process_identity() {
-        use crate::exchange::{ConnInfo, Exchange, ExchangeKind, HttpExchange, HttpVersion, Role};
-        let http = HttpExchange {
-            method: "GET".into(),
-            path: "/".into(),
-            version: HttpVersion::Http11,
-            host: None,
-            user_agent: None,
-            traceparent: None,
-            status: 200,
-            request_body_bytes: None,
-            response_body_bytes: Some(7),
-        };
-        let ex = Exchange {
-            conn: ConnInfo {
-                role: Role::Server,
-                local: "127.0.0.1:80".parse().unwrap(),
-                peer: "127.0.0.1:5000".parse().unwrap(),
-                tgid: 42,
-                tls: false,
-            },
-            start_ns: 0,
-            end_ns: 50_000_000,
-            kind: ExchangeKind::Http(http.clone()),
-        };
-        let mut table = RedTable::default();
-        let attrs = super::super::span::http_attributes(&ex, &http, None);
-        table.record(
-            crate::telemetry::metrics::Sample::of(&ex),
-            &attrs,
-            std::time::SystemTime::now(),
-        );
-        table.record(
-            crate::telemetry::metrics::Sample::of(&ex),
-            &attrs,
-            std::time::SystemTime::now(),
-        );
-        let resource = Resource::builder_empty()
+    /// The resource of nginx, pid 42 on host `h1`.
+    fn nginx_resource() -> Resource {
+        Resource::builder_empty()
             .with_attributes([
                 KeyValue::new("service.name", "nginx"),
                 KeyValue::new("host.name", "h1"),
                 KeyValue::new("process.pid", 42),
             ])
-            .build();
+            .build()
+    }
+
+    #[test]
+    fn renders_a_red_table_with_its_process_identity() {
+        let ex = server_get(50_000_000, None, Some(7));
+        let mut table = RedTable::default();
+        record(&mut table, &ex, std::time::SystemTime::now());
+        record(&mut table, &ex, std::time::SystemTime::now());
+        let resource = nginx_resource();
         let text = render(&[(&resource, &table)], &[]);
         let l = "job=\"nginx\",instance=\"h1:42\",http_request_method=\"GET\",http_response_status_code=\"200\",network_protocol_version=\"1.1\",url_scheme=\"http\"";
         for want in [
@@ -433,13 +407,7 @@ mod tests {
     #[test]
     fn renders_histograms_with_cumulative_buckets_and_identity() {
         let reader = SharedReader::default();
-        let resource = Resource::builder_empty()
-            .with_attributes([
-                KeyValue::new("service.name", "nginx"),
-                KeyValue::new("host.name", "h1"),
-                KeyValue::new("process.pid", 42),
-            ])
-            .build();
+        let resource = nginx_resource();
         let provider = SdkMeterProvider::builder()
             .with_resource(resource.clone())
             .with_reader(reader.clone())

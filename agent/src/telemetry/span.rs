@@ -219,11 +219,8 @@ pub(crate) fn host_parts(host: Option<String>) -> (Option<StringValue>, Option<u
     };
     match split_host(Some(&h)) {
         (None, _) => (None, None),
-        (Some(name), port) if name.len() == h.len() => {
-            // Nothing was cut: `name` is all of `h`.
-            let _ = name;
-            (Some(StringValue::from(h)), port)
-        }
+        // Nothing was cut: `name` is all of `h`.
+        (Some(name), port) if name.len() == h.len() => (Some(StringValue::from(h)), port),
         (Some(name), port) => (Some(StringValue::from(name.to_owned())), port),
     }
 }
