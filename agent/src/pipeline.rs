@@ -436,7 +436,10 @@ async fn export_task(
                 }
             }
             _ = maintenance.tick() => exporter.gc(Instant::now(), idle).await,
-            _ = metrics_tick.tick() => exporter.export_metrics(),
+            _ = metrics_tick.tick() => {
+                // Detached: the export task never waits for the collector.
+                let _ = exporter.export_metrics();
+            }
             Some(reply) = scrapes.recv() => {
                 let _ = reply.send(exporter.render_prometheus());
             }

@@ -350,17 +350,16 @@ impl Exporter {
     /// Exports every live process's RED metrics over OTLP (cumulative), in a task of its own so
     /// that the caller never waits for the collector. Nothing happens without an OTLP metrics
     /// endpoint or without data.
-    pub fn export_metrics(&mut self) {
-        let Some(exporter) = &self.metrics_exporter else {
-            return;
-        };
+    /// Returns the export's task, if one was started.
+    pub fn export_metrics(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        let exporter = self.metrics_exporter.as_ref()?;
         let tables = self
             .services
             .values_mut()
             .filter_map(|s| s.red.as_mut())
             .map(|r| (&r.otlp_resource, &mut r.table));
         let body = metrics_export::encode_request(tables, SystemTime::now(), self.temporality);
-        spawn_metrics_export(exporter, &self.counters, body);
+        spawn_metrics_export(exporter, &self.counters, body)
     }
 
     /// Records the span of one exchange, consuming it (its strings become attribute values).
@@ -462,18 +461,8 @@ impl Exporter {
 
     /// Flushes and shuts down every span processor, and exports the RED metrics one last time.
     pub async fn shutdown(mut self) {
-        if let Some(exporter) = &self.metrics_exporter {
-            let body = metrics_export::encode_request(
-                self.services
-                    .values_mut()
-                    .filter_map(|s| s.red.as_mut())
-                    .map(|r| (&r.otlp_resource, &mut r.table)),
-                SystemTime::now(),
-                self.temporality,
-            );
-            if let Some(last) = spawn_metrics_export(exporter, &self.counters, body) {
-                let _ = last.await;
-            }
+        if let Some(last) = self.export_metrics() {
+            let _ = last.await;
         }
         if let Some(agent) = self.agent.take() {
             let _ = tokio::task::spawn_blocking(move || agent.provider.shutdown()).await;
